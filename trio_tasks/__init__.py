@@ -1,0 +1,80 @@
+"""trio-tasks: a task processing system on Trio's structured concurrency.
+
+Jobs have a type, a JSON payload and a priority; workers run them under cancel scopes that
+enforce timeouts, retry failures with backoff and keep results and statistics. See
+``docs/architecture.md`` for the design and ``examples/embed.py`` for a tour.
+"""
+
+from ._config import Config as Config
+from ._context import JobContext as JobContext
+from ._durations import format_duration as format_duration
+from ._durations import parse_duration as parse_duration
+from ._errors import InvalidValue as InvalidValue
+from ._errors import JobAlreadyFinished as JobAlreadyFinished
+from ._errors import JobNotFound as JobNotFound
+from ._errors import PermanentError as PermanentError
+from ._errors import QueueFull as QueueFull
+from ._errors import Retry as Retry
+from ._errors import ShuttingDown as ShuttingDown
+from ._errors import TrioTasksError as TrioTasksError
+from ._errors import UnknownJobType as UnknownJobType
+from ._job import Job as Job
+from ._job import JobError as JobError
+from ._job import JobStatus as JobStatus
+from ._job import Priority as Priority
+from ._job import job_to_json as job_to_json
+from ._processor import Processor as Processor
+from ._processor import open_processor as open_processor
+from ._registry import TaskRegistry as TaskRegistry
+from ._registry import TaskSpec as TaskSpec
+from ._request import JobRequest as JobRequest
+from ._stats import Percentiles as Percentiles
+from ._stats import ProcessorStats as ProcessorStats
+from ._stats import WorkerStats as WorkerStats
+from .brokers._base import Admission as Admission
+from .brokers._base import Broker as Broker
+from .brokers._memory import MemoryBroker as MemoryBroker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Admission",
+    "Broker",
+    "Config",
+    "InvalidValue",
+    "Job",
+    "JobAlreadyFinished",
+    "JobContext",
+    "JobError",
+    "JobNotFound",
+    "JobRequest",
+    "JobStatus",
+    "MemoryBroker",
+    "Percentiles",
+    "PermanentError",
+    "Priority",
+    "Processor",
+    "ProcessorStats",
+    "QueueFull",
+    "Retry",
+    "ShuttingDown",
+    "TaskRegistry",
+    "TaskSpec",
+    "TrioTasksError",
+    "UnknownJobType",
+    "WorkerStats",
+    "format_duration",
+    "job_to_json",
+    "open_processor",
+    "parse_duration",
+]
+
+# Tracebacks and reprs say trio_tasks.X, not trio_tasks._module.X.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("trio_tasks."):
+        try:
+            _obj.__module__ = __name__
+        except (AttributeError, TypeError):  # pragma: no cover - builtins and frozen types
+            pass
+del _name, _obj

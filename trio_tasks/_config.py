@@ -1,0 +1,202 @@
+"""Settings: :class:`Config`, read from environment variables (the seed's names) and flags."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from ._durations import format_duration, parse_duration
+from ._errors import InvalidValue
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_LOG_FORMATS = ("json", "console")
+
+
+@attrs.frozen
+class Setting:
+    """How one :class:`Config` field is read: its variable, flag, parser and description."""
+
+    field: str
+    env: str
+    flag: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """Everything a trio-tasks node needs to know. Durations are in seconds.
+
+    Build it from the environment with :meth:`from_env`; every value is validated on
+    construction, and :meth:`from_env` names the variable when one is wrong.
+    """
+
+    server_host: str = "0.0.0.0"
+    server_port: int = 8080
+    workers: int = 10
+    max_concurrency: int = 100
+    job_timeout: float = 300.0
+    retry_attempts: int = 3
+    retry_delay: float = 1.0
+    retry_max_delay: float = 300.0
+    shutdown_timeout: float = 30.0
+    log_level: str = "info"
+    log_format: str = "json"
+    broker_url: str = "memory://"
+    tasks_app: str | None = None
+    result_ttl: float = 3600.0
+    result_max_jobs: int = 10_000
+    max_body_size: int = 1_048_576
+
+    def __attrs_post_init__(self) -> None:
+        _check(0 <= self.server_port <= 65535, "server_port", self.server_port, "0-65535")
+        _check(self.workers >= 0, "workers", self.workers, "an integer >= 0")
+        _check(self.max_concurrency >= 1, "max_concurrency", self.max_concurrency, ">= 1")
+        _check(self.job_timeout > 0, "job_timeout", self.job_timeout, "a duration > 0")
+        _check(self.retry_attempts >= 0, "retry_attempts", self.retry_attempts, ">= 0")
+        _check(self.retry_delay >= 0, "retry_delay", self.retry_delay, "a duration >= 0")
+        _check(
+            self.retry_max_delay >= self.retry_delay,
+            "retry_max_delay",
+            self.retry_max_delay,
+            f"a duration >= retry_delay ({format_duration(self.retry_delay)})",
+        )
+        _check(self.shutdown_timeout >= 0, "shutdown_timeout", self.shutdown_timeout, ">= 0")
+        _check(self.log_level in _LOG_LEVELS, "log_level", self.log_level, "|".join(_LOG_LEVELS))
+        _check(
+            self.log_format in _LOG_FORMATS, "log_format", self.log_format, "|".join(_LOG_FORMATS)
+        )
+        _check(
+            self.broker_url.startswith(("memory://", "redis://", "rediss://", "unix://")),
+            "broker_url",
+            self.broker_url,
+            "memory:// or redis://host:port/db or rediss://…",
+        )
+        _check(self.result_ttl > 0, "result_ttl", self.result_ttl, "a duration > 0")
+        _check(self.result_max_jobs >= 1, "result_max_jobs", self.result_max_jobs, ">= 1")
+        _check(self.max_body_size >= 1024, "max_body_size", self.max_body_size, ">= 1024")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+    ) -> Config:
+        """Read every :data:`SETTINGS` variable present in ``environ``; ``overrides`` (already
+        parsed values by field name, e.g. from command-line flags) win over the environment.
+
+        Raises:
+            InvalidValue: one line naming the variable, the bad value and what was expected.
+        """
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = environ.get(setting.env)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[setting.field] = setting.parse(raw)
+            except InvalidValue as exc:
+                raise InvalidValue(f"{setting.env}={raw!r}: {_reason(exc)}") from None
+        if overrides:
+            values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except InvalidValue as exc:
+            field = getattr(exc, "field", None)
+            env = next((s.env for s in SETTINGS if s.field == field), field)
+            raise InvalidValue(f"{env}={values.get(field or '')!r}: {_reason(exc)}") from None
+
+
+class _ConfigError(InvalidValue):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _check(ok: bool, field: str, value: object, expected: str) -> None:
+    if not ok:
+        raise _ConfigError(field, f"expected {expected}, got {value!r}")
+
+
+def _reason(exc: Exception) -> str:
+    # Parser messages start with the generic name they were given; keep only what follows.
+    text = str(exc)
+    return text.split(": ", 1)[1] if text.startswith(("value: ", "duration: ")) else text
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise InvalidValue(f"expected an integer, got {raw!r}") from None
+
+
+def _duration(raw: str) -> float:
+    return parse_duration(raw, name="duration")
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise InvalidValue(f"expected one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+#: Every setting, in the order ``trio-tasks serve --help`` lists them.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server_host", "SERVER_HOST", "--host", _text, "listen address"),
+    Setting("server_port", "SERVER_PORT", "--port", _int, "listen port"),
+    Setting("workers", "WORKER_NUM_WORKERS", "--workers", _int, "worker tasks per node"),
+    Setting(
+        "max_concurrency",
+        "WORKER_MAX_CONCURRENCY",
+        "--max-concurrency",
+        _int,
+        "most unfinished jobs (queued, scheduled, running) before submissions are refused",
+    ),
+    Setting("job_timeout", "WORKER_JOB_TIMEOUT", "--job-timeout", _duration, "default timeout"),
+    Setting(
+        "retry_attempts",
+        "WORKER_RETRY_ATTEMPTS",
+        "--retry-attempts",
+        _int,
+        "retries after the first attempt",
+    ),
+    Setting("retry_delay", "WORKER_RETRY_DELAY", "--retry-delay", _duration, "backoff base"),
+    Setting(
+        "retry_max_delay", "WORKER_RETRY_MAX_DELAY", "--retry-max-delay", _duration, "backoff cap"
+    ),
+    Setting(
+        "shutdown_timeout",
+        "SHUTDOWN_TIMEOUT",
+        "--shutdown-timeout",
+        _duration,
+        "grace period for running jobs at shutdown",
+    ),
+    Setting("log_level", "LOG_LEVEL", "--log-level", _choice(_LOG_LEVELS), "log level"),
+    Setting("log_format", "LOG_FORMAT", "--log-format", _choice(_LOG_FORMATS), "json or console"),
+    Setting("broker_url", "BROKER_URL", "--broker", _text, "memory:// or redis://host:port/db"),
+    Setting("tasks_app", "TASKS_APP", "--app", _text, "module:registry with your handlers"),
+    Setting("result_ttl", "RESULT_TTL", "--result-ttl", _duration, "how long results are kept"),
+    Setting(
+        "result_max_jobs",
+        "RESULT_MAX_JOBS",
+        "--result-max-jobs",
+        _int,
+        "most finished jobs kept in memory",
+    ),
+    Setting(
+        "max_body_size",
+        "MAX_BODY_SIZE",
+        "--max-body-size",
+        _int,
+        "largest accepted request body in bytes",
+    ),
+)

@@ -1,0 +1,153 @@
+"""The broker interface: where jobs wait, how workers get them, where their records live.
+
+The processor (workers, timeouts, retry decisions, statistics) talks to a broker only through
+:class:`Broker`, so the memory broker and the Redis broker are interchangeable.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from .._clock import WallClock
+from .._job import Job, JobError, JobStatus, Priority
+
+
+@attrs.frozen
+class Delivery:
+    """A job handed to one worker. ``token`` fences the lease of brokers that use leases."""
+
+    job: Job
+    token: str | None = None
+
+
+@attrs.frozen
+class Admission:
+    """The outcome of submitting one job: the job, and whether it is new (not an existing id)."""
+
+    job: Job
+    created: bool
+
+
+@attrs.frozen
+class QueueCounts:
+    """How many jobs are waiting: per priority (``pending``) and for their time (``scheduled``)."""
+
+    pending: dict[Priority, int]
+    scheduled: int
+    running: int
+
+
+@attrs.frozen
+class CancelOutcome:
+    """What a cancellation did: ``job`` is the record after it. ``running`` is true when the job
+    was running: its node must stop it, and the worker records the final ``cancelled`` state."""
+
+    job: Job
+    running: bool
+
+
+class Broker(abc.ABC):
+    """Holds the queues and job records for a processor.
+
+    Contract shared by all brokers:
+
+    - :meth:`enqueue` admits all of its jobs or none (raising :class:`~trio_tasks.QueueFull`),
+      returns existing jobs for ids that exist, never blocks on a full queue.
+    - :meth:`fetch` waits until a job is due and hands out the oldest job of the highest
+      non-empty priority, already marked ``running`` with ``attempts`` incremented.
+    - Each delivery ends with exactly one of :meth:`complete`, :meth:`fail`,
+      :meth:`finish_cancelled` or :meth:`release`.
+    - :meth:`run` holds the broker's background tasks (promoting due scheduled jobs, leases,
+      cancellation signals) and calls ``on_cancel(job_id)`` when a running job is cancelled.
+    """
+
+    @abc.abstractmethod
+    async def run(
+        self,
+        *,
+        clock: WallClock,
+        on_cancel: Callable[[str], None],
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run background tasks until cancelled; call ``task_status.started()`` once ready.
+
+        ``clock`` gives the time every timestamp uses. No other method is called before this
+        one has started.
+        """
+
+    @abc.abstractmethod
+    async def enqueue(self, jobs: Sequence[Job]) -> list[Admission]:
+        """Admit ``jobs`` atomically (all or none).
+
+        Jobs with ``run_at`` in the future become ``scheduled``, the others ``pending``.
+
+        Raises:
+            QueueFull: admitting the new ones would pass the admission bound.
+        """
+
+    @abc.abstractmethod
+    async def fetch(self, worker_id: str) -> Delivery:
+        """Wait for the next job and return it marked ``running`` on ``worker_id``."""
+
+    @abc.abstractmethod
+    async def complete(self, delivery: Delivery, result: Any) -> Job:
+        """Record success with ``result``; return the final record."""
+
+    @abc.abstractmethod
+    async def fail(self, delivery: Delivery, error: JobError, retry_at: float | None) -> Job:
+        """Record a failed attempt: ``scheduled`` for ``retry_at`` if given, else ``failed``."""
+
+    @abc.abstractmethod
+    async def finish_cancelled(self, delivery: Delivery) -> Job:
+        """Record that a running job was cancelled on request."""
+
+    @abc.abstractmethod
+    async def release(self, delivery: Delivery) -> None:
+        """Give an unfinished job back (shutdown): it is queued again as ``pending``."""
+
+    @abc.abstractmethod
+    async def set_progress(self, delivery_job: Job, value: Any) -> None:
+        """Record a running job's progress."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel a job: a pending or scheduled one ends ``cancelled`` at once.
+
+        Raises:
+            JobNotFound: no such job.
+            JobAlreadyFinished: the job is in a final state.
+        """
+
+    @abc.abstractmethod
+    async def get(self, job_id: str) -> Job | None:
+        """Return a snapshot of the job, or ``None``."""
+
+    @abc.abstractmethod
+    async def list_jobs(
+        self, *, status: JobStatus | None, job_type: str | None, limit: int
+    ) -> list[Job]:
+        """Return up to ``limit`` job snapshots matching the filters, newest first."""
+
+    @abc.abstractmethod
+    async def wait(self, job_id: str) -> Job:
+        """Wait until the job is final and return its snapshot.
+
+        Raises:
+            JobNotFound: no such job.
+        """
+
+    @abc.abstractmethod
+    async def counts(self) -> QueueCounts:
+        """Return how many jobs wait, per priority, and how many are scheduled."""
+
+    @abc.abstractmethod
+    def unfinished_ids(self) -> list[str]:
+        """Ids of jobs this broker holds that are not final and not running (for shutdown)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most brokers need nothing
+        """Release connections. The default does nothing."""

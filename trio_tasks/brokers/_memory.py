@@ -1,0 +1,320 @@
+"""The in-process broker: one bounded Trio memory channel per priority."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from .._clock import WallClock
+from .._errors import JobAlreadyFinished, JobNotFound, QueueFull
+from .._job import PRIORITIES_HIGH_FIRST, Job, JobError, JobStatus, Priority
+from ._base import Admission, Broker, CancelOutcome, Delivery, QueueCounts
+
+_PENDING = JobStatus.PENDING
+_SCHEDULED = JobStatus.SCHEDULED
+_RUNNING = JobStatus.RUNNING
+
+
+def snapshot(job: Job) -> Job:
+    """A shallow copy of ``job`` that the caller may keep while the original moves on."""
+    return attrs.evolve(job)
+
+
+class MemoryBroker(Broker):
+    """Queues and records in this process; nothing survives a restart.
+
+    Each priority has a memory channel bounded by ``max_concurrency``; a semaphore counts the
+    queued entries so a worker sleeps on one primitive and then takes the highest non-empty
+    channel. Cancelled pending jobs stay in their channel as tombstones, skipped by ``fetch``
+    and compacted away if they ever fill a channel. Delayed jobs and waiting retries sit in a
+    heap; one scheduler task sleeps until the earliest is due.
+
+    Finished jobs stay queryable for ``result_ttl`` seconds, at most ``result_max_jobs`` of
+    them, oldest evicted first.
+    """
+
+    def __init__(self, *, max_concurrency: int, result_ttl: float, result_max_jobs: int) -> None:
+        self.max_concurrency = max_concurrency
+        self.result_ttl = result_ttl
+        self.result_max_jobs = result_max_jobs
+        self._clock: WallClock | None = None
+        self._on_cancel: Callable[[str], None] = lambda job_id: None
+        self._jobs: dict[str, Job] = {}
+        channels = [trio.open_memory_channel[Job](max_concurrency) for _ in Priority]
+        self._send = {p: channels[i][0] for i, p in enumerate(Priority)}
+        self._recv = [channels[Priority(p) - 1][1] for p in PRIORITIES_HIGH_FIRST]
+        self._available = trio.Semaphore(0)
+        self._pending = dict.fromkeys(Priority, 0)
+        self._tombstones = dict.fromkeys(Priority, 0)
+        self._running = 0
+        self._unfinished = 0
+        self._heap: list[tuple[float, int, Job]] = []
+        self._heap_seq = itertools.count()
+        self._scheduled = 0
+        self._wake: trio.CancelScope | None = None
+        self._finished: deque[tuple[float, str]] = deque()
+        self._waiters: dict[str, trio.Event] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(
+        self,
+        *,
+        clock: WallClock,
+        on_cancel: Callable[[str], None],
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Promote due scheduled jobs until cancelled."""
+        self._clock = clock
+        self._on_cancel = on_cancel
+        task_status.started()
+        while True:
+            deadline = clock.to_trio(self._heap[0][0]) if self._heap else float("inf")
+            with trio.CancelScope(deadline=deadline) as self._wake:
+                await trio.sleep_forever()
+            self._promote_due()
+
+    def _now(self) -> float:
+        assert self._clock is not None, "MemoryBroker.run() has not started"
+        return self._clock.now()
+
+    # -- submission ------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[Job]) -> list[Admission]:
+        """Admit all of ``jobs`` or none; see :meth:`Broker.enqueue`."""
+        admissions: list[Admission] = []
+        new: list[Job] = []
+        batch_ids: dict[str, Job] = {}
+        for job in jobs:
+            existing = self._live(job.id) or batch_ids.get(job.id)
+            if existing is not None:
+                admissions.append(Admission(snapshot(existing), False))
+            else:
+                batch_ids[job.id] = job
+                new.append(job)
+                admissions.append(Admission(snapshot(job), True))
+        if self._unfinished + len(new) > self.max_concurrency:
+            raise QueueFull(self.max_concurrency)
+        now = self._now()
+        for job in new:
+            self._jobs[job.id] = job
+            if job.run_at is not None and job.run_at > now:
+                self._schedule(job, job.run_at)
+            else:
+                self._push(job)
+        self._unfinished += len(new)
+        return admissions
+
+    def _push(self, job: Job) -> None:
+        job.status = _PENDING
+        priority = job.priority
+        sender = self._send[priority]
+        try:
+            sender.send_nowait(job)
+        except trio.WouldBlock:
+            # Only tombstones can fill a channel past the admission bound: drop them and retry.
+            self._compact(priority)
+            sender.send_nowait(job)
+        self._pending[priority] += 1
+        self._available.release()
+
+    def _compact(self, priority: Priority) -> None:
+        receiver = self._recv[PRIORITIES_HIGH_FIRST.index(priority)]
+        kept: list[Job] = []
+        while True:
+            try:
+                job = receiver.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if job.status is _PENDING:
+                kept.append(job)
+            else:
+                self._available.acquire_nowait()
+        self._tombstones[priority] = 0
+        for job in kept:
+            self._send[priority].send_nowait(job)
+
+    def _schedule(self, job: Job, run_at: float) -> None:
+        job.status = _SCHEDULED
+        job.run_at = run_at
+        heapq.heappush(self._heap, (run_at, next(self._heap_seq), job))
+        self._scheduled += 1
+        wake = self._wake
+        if wake is not None:
+            assert self._clock is not None
+            wake.deadline = min(wake.deadline, self._clock.to_trio(run_at))
+
+    def _promote_due(self) -> None:
+        assert self._clock is not None
+        # Compare in Trio time, as the wake-up deadline was set, so a due job is never missed by
+        # a rounding error between the two clocks.
+        now = trio.current_time()
+        to_trio = self._clock.to_trio
+        heap = self._heap
+        while heap and to_trio(heap[0][0]) <= now:
+            run_at, _, job = heapq.heappop(heap)
+            if job.status is _SCHEDULED and job.run_at == run_at:
+                self._scheduled -= 1
+                self._push(job)
+        # Cancelled scheduled jobs stay in the heap until due; rebuild if they dominate it.
+        if len(heap) > 64 and len(heap) > 2 * self._scheduled:
+            self._heap = [e for e in heap if e[2].status is _SCHEDULED and e[2].run_at == e[0]]
+            heapq.heapify(self._heap)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def fetch(self, worker_id: str) -> Delivery:
+        """Wait for a job; take the oldest of the highest non-empty priority."""
+        while True:
+            await self._available.acquire()
+            for receiver in self._recv:
+                try:
+                    job = receiver.receive_nowait()
+                except trio.WouldBlock:
+                    continue
+                break
+            else:  # pragma: no cover - a token always matches a queued entry
+                raise AssertionError("semaphore and channels out of step")
+            if job.status is not _PENDING:
+                self._tombstones[job.priority] -= 1
+                continue
+            self._pending[job.priority] -= 1
+            self._running += 1
+            job.status = _RUNNING
+            job.attempts += 1
+            job.started_at = self._now()
+            job.worker_id = worker_id
+            return Delivery(job)
+
+    async def complete(self, delivery: Delivery, result: Any) -> Job:
+        """Record success."""
+        job = delivery.job
+        job.result = result
+        self._running -= 1
+        self._finish(job, JobStatus.COMPLETED)
+        return job
+
+    async def fail(self, delivery: Delivery, error: JobError, retry_at: float | None) -> Job:
+        """Record a failed attempt; schedule the retry or fail the job."""
+        job = delivery.job
+        job.error = error
+        self._running -= 1
+        if retry_at is None:
+            self._finish(job, JobStatus.FAILED)
+        else:
+            self._schedule(job, retry_at)
+        return job
+
+    async def finish_cancelled(self, delivery: Delivery) -> Job:
+        """Record a cancelled running job."""
+        self._running -= 1
+        self._finish(delivery.job, JobStatus.CANCELLED)
+        return delivery.job
+
+    async def release(self, delivery: Delivery) -> None:
+        """Queue an interrupted job again (it is then abandoned with the rest at shutdown)."""
+        self._running -= 1
+        self._push(delivery.job)
+
+    async def set_progress(self, delivery_job: Job, value: Any) -> None:
+        """Record progress on the live record."""
+        delivery_job.progress = value
+
+    def _finish(self, job: Job, status: JobStatus) -> None:
+        now = self._now()
+        job.status = status
+        job.completed_at = now
+        self._unfinished -= 1
+        self._finished.append((now, job.id))
+        waiter = self._waiters.pop(job.id, None)
+        if waiter is not None:
+            waiter.set()
+        self._evict(now)
+
+    def _evict(self, now: float) -> None:
+        finished = self._finished
+        horizon = now - self.result_ttl
+        while finished and (len(finished) > self.result_max_jobs or finished[0][0] <= horizon):
+            _, job_id = finished.popleft()
+            self._jobs.pop(job_id, None)
+
+    # -- lookups and cancellation ----------------------------------------------------------
+
+    def _live(self, job_id: str) -> Job | None:
+        job = self._jobs.get(job_id)
+        if job is not None and job.completed_at is not None:
+            if job.completed_at <= self._now() - self.result_ttl:
+                self._evict(self._now())
+                return None
+        return job
+
+    async def cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel a job; see :meth:`Broker.cancel`."""
+        job = self._live(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        status = job.status
+        if status is _RUNNING:
+            self._on_cancel(job_id)
+            return CancelOutcome(snapshot(job), running=True)
+        if status is _PENDING:
+            self._pending[job.priority] -= 1
+            self._tombstones[job.priority] += 1
+        elif status is _SCHEDULED:
+            self._scheduled -= 1
+        else:
+            raise JobAlreadyFinished(job_id, status.value)
+        self._finish(job, JobStatus.CANCELLED)
+        return CancelOutcome(snapshot(job), running=False)
+
+    async def get(self, job_id: str) -> Job | None:
+        """A snapshot of the job, or ``None``."""
+        job = self._live(job_id)
+        return None if job is None else snapshot(job)
+
+    async def list_jobs(
+        self, *, status: JobStatus | None, job_type: str | None, limit: int
+    ) -> list[Job]:
+        """Newest first, filtered."""
+        self._evict(self._now())
+        found: list[Job] = []
+        if limit <= 0:
+            return found
+        for job in reversed(self._jobs.values()):
+            if (status is None or job.status is status) and (
+                job_type is None or job.type == job_type
+            ):
+                found.append(snapshot(job))
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def wait(self, job_id: str) -> Job:
+        """Wait until the job is final."""
+        job = self._live(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if not job.status.is_final:
+            waiter = self._waiters.get(job_id)
+            if waiter is None:
+                waiter = self._waiters[job_id] = trio.Event()
+            await waiter.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+        return snapshot(job)
+
+    async def counts(self) -> QueueCounts:
+        """Exact queue figures."""
+        return QueueCounts(dict(self._pending), self._scheduled, self._running)
+
+    def unfinished_ids(self) -> list[str]:
+        """Ids of pending and scheduled jobs."""
+        return [
+            job_id for job_id, job in self._jobs.items() if job.status in (_PENDING, _SCHEDULED)
+        ]
