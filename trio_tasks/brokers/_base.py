@@ -149,5 +149,12 @@ class Broker(abc.ABC):
     def unfinished_ids(self) -> list[str]:
         """Ids of jobs this broker holds that are not final and not running (for shutdown)."""
 
+    def health(self) -> str | None:
+        """``None`` while the broker works; otherwise why not (e.g. "redis unreachable: …").
+
+        ``GET /health`` answers 503 ``unhealthy`` with this reason.
+        """
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most brokers need nothing
         """Release connections. The default does nothing."""
