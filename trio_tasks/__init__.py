@@ -5,6 +5,8 @@ enforce timeouts, retry failures with backoff and keep results and statistics. S
 ``docs/architecture.md`` for the design and ``examples/embed.py`` for a tour.
 """
 
+from contextlib import suppress as _suppress
+
 from ._config import Config as Config
 from ._context import JobContext as JobContext
 from ._durations import format_duration as format_duration
@@ -73,8 +75,6 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("trio_tasks."):
-        try:
+        with _suppress(AttributeError, TypeError):  # builtins and frozen types refuse it
             _obj.__module__ = __name__
-        except (AttributeError, TypeError):  # pragma: no cover - builtins and frozen types
-            pass
 del _name, _obj

@@ -72,7 +72,7 @@ def _parse_text(text: str, name: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Format ``seconds`` the way Go's ``time.Duration.String`` does: ``1h30m45s``, ``1.5s``, ``300ms``.
+    """Format ``seconds`` as Go's ``time.Duration.String`` does: ``1h30m45s``, ``1.5s``, ``300ms``.
 
     Durations under a second use ``ms``/``µs``/``ns``; longer ones print hours and minutes only
     when they are non-zero, seconds always, with up to nine decimals and trailing zeros removed.

@@ -69,7 +69,7 @@ class JobAlreadyFinished(TrioTasksError):
         super().__init__(f"job {job_id!r} is already {status}")
 
 
-class Retry(Exception):  # noqa: N818 - a control-flow signal, named for what the handler asks
+class Retry(Exception):  # a control-flow signal, named for what the handler asks
     """Raised by a handler to fail this attempt and retry after ``delay`` seconds.
 
     The retry still counts against the job's attempts. ``delay=None`` uses the normal backoff.

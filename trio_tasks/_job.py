@@ -21,7 +21,7 @@ class Priority(enum.IntEnum):
 
     @classmethod
     def parse(cls, value: object) -> Priority:
-        """Return the priority named by ``value``: a name (any case), or the number 1–4.
+        """Return the priority named by ``value``: a name (any case), or the number 1-4.
 
         Raises:
             InvalidValue: anything else; the message lists the valid values.
@@ -160,7 +160,7 @@ def job_to_json(job: Job) -> dict[str, Any]:
 
 
 def job_to_record(job: Job) -> dict[str, Any]:
-    """Return the stored form of ``job``: like :func:`job_to_json` with raw timestamps and a version."""
+    """Return the stored form of ``job``: :func:`job_to_json` with raw timestamps and a version."""
     error = job.error
     return {
         "v": JOB_SCHEMA_VERSION,

@@ -180,9 +180,7 @@ class Processor:
             QueueFull: the admission bound is reached.
             ShuttingDown: the processor is stopping.
         """
-        request = JobRequest.build(
-            type, payload, priority, timeout, retries, delay, run_at, job_id
-        )
+        request = JobRequest.build(type, payload, priority, timeout, retries, delay, run_at, job_id)
         (admission,) = await self.submit_many([request])
         return admission.job
 
@@ -357,9 +355,7 @@ class Processor:
                     await self.broker.release(delivery)
                 self._scopes.pop(job_id, None)
                 self._cancelling.discard(job_id)
-                self._log.warning(
-                    "job interrupted by shutdown", job_id=job_id, job_type=job.type
-                )
+                self._log.warning("job interrupted by shutdown", job_id=job_id, job_type=job.type)
                 raise
             error = exc
         del self._scopes[job_id]
@@ -378,7 +374,8 @@ class Processor:
             elif error is not None:
                 state.failed += 1
                 await self._record_failure(
-                    delivery, JobError(str(error) or type(error).__name__, type(error).__name__),
+                    delivery,
+                    JobError(str(error) or type(error).__name__, type(error).__name__),
                     error,
                 )
             else:

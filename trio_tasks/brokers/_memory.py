@@ -248,10 +248,12 @@ class MemoryBroker(Broker):
 
     def _live(self, job_id: str) -> Job | None:
         job = self._jobs.get(job_id)
-        if job is not None and job.completed_at is not None:
-            if job.completed_at <= self._now() - self.result_ttl:
-                self._evict(self._now())
-                return None
+        if job is None:
+            return None
+        done = job.completed_at
+        if done is not None and done <= self._now() - self.result_ttl:
+            self._evict(self._now())
+            return None
         return job
 
     async def cancel(self, job_id: str) -> CancelOutcome:
