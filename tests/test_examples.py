@@ -1,0 +1,30 @@
+"""The examples are run as real programs, so they cannot rot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def test_embed_example_runs_every_job_to_completion() -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "embed.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("resize")
+    assert "completed" in lines[0]
+    assert "{'width': 512}" in lines[0]
+    assert lines[1].startswith("flaky")
+    assert "attempts=3" in lines[1]
+    assert "'succeeded on attempt 3'" in lines[1]
+    assert lines[2].startswith("checksum")
+    assert f"result={sum(b'hello')}" in lines[2]
+    assert lines[3] == "submitted=3 completed=3 retried=2 failed=0"
