@@ -29,7 +29,7 @@ from ._errors import (
     UnknownJobType,
 )
 from ._job import Job, JobError, JobStatus, Priority
-from ._registry import TaskRegistry, TaskSpec
+from ._registry import TaskRegistry
 from ._request import JobRequest, new_job_id
 from ._stats import LatencyWindow, ProcessorStats, WorkerState, WorkerStats
 from .brokers._base import Admission, Broker, Delivery
@@ -70,6 +70,7 @@ class Processor:
         self.registry = registry
         self.config = config = config or Config()
         self.broker: Broker = broker or make_broker(config.broker_url, config)
+        self._set_progress = self.broker.set_progress
         self._log: Any = logger if logger is not None else structlog.get_logger("trio_tasks")
         self._rng = rng or random.Random()
         self._clock: WallClock | None = None
@@ -326,9 +327,10 @@ class Processor:
         job = delivery.job
         job_id = job.id
         spec = self.registry._specs.get(job.type)
-        scope = trio.CancelScope(deadline=trio.current_time() + job.timeout)
+        trio_now = self._clock.trio_now  # type: ignore[union-attr]  # set by run()
+        started = trio_now()
+        scope = trio.CancelScope(deadline=started + job.timeout)
         self._scopes[job_id] = scope
-        started = trio.current_time()
         assert job.started_at is not None
         self._queue_wait.add(max(0.0, job.started_at - (job.run_at or job.created_at)))
         if self._info:
@@ -346,7 +348,20 @@ class Processor:
         result: Any = None
         try:
             with scope:
-                result = await self._call(spec, job, state.id)
+                if spec is None:
+                    # Possible with a shared broker when another node submitted a type unknown
+                    # here: nothing this node can do will make the job succeed.
+                    raise PermanentError(str(UnknownJobType(job.type, self.registry.names())))
+                ctx = JobContext(job, state.id, self._log, self._set_progress)
+                if spec.is_async:
+                    result = await spec.handler(ctx)
+                else:
+                    # A thread cannot be cancelled: on timeout it is abandoned and runs on alone.
+                    result = await trio.to_thread.run_sync(
+                        spec.handler, ctx, abandon_on_cancel=True
+                    )
+                if type(result) not in _SIMPLE_RESULTS:
+                    _check_json(result)
         except BaseException as exc:
             if _is_cancellation(exc) or not isinstance(exc, Exception):
                 # The worker nursery itself is being cancelled (grace period over): hand the job
@@ -359,45 +374,44 @@ class Processor:
                 raise
             error = exc
         del self._scopes[job_id]
-        elapsed = trio.current_time() - started
+        elapsed = trio_now() - started
         self._run_time.add(elapsed)
         state.processed += 1
-        with trio.CancelScope(shield=True):
-            if job_id in self._cancelling:
-                self._cancelling.discard(job_id)
-                state.failed += 1
-                await self._record_cancelled(delivery, elapsed)
-            elif scope.cancelled_caught:
-                state.failed += 1
-                message = f"timed out after {format_duration(job.timeout)}"
-                await self._record_failure(delivery, JobError(message, "TimeoutError"), None)
-            elif error is not None:
-                state.failed += 1
-                await self._record_failure(
-                    delivery,
-                    JobError(str(error) or type(error).__name__, type(error).__name__),
-                    error,
-                )
-            else:
-                state.succeeded += 1
-                await self._record_success(delivery, result, elapsed)
-
-    async def _call(self, spec: TaskSpec | None, job: Job, worker_id: str) -> Any:
-        if spec is None:
-            # Possible with a shared broker when another node submitted a type unknown here.
-            raise PermanentError(str(UnknownJobType(job.type, self.registry.names())))
-        ctx = JobContext(job, worker_id, self._log, self.broker.set_progress)
-        if spec.is_async:
-            result = await spec.handler(ctx)
+        if self.broker.shield_outcomes:
+            # Recording talks to the broker: a shutdown arriving now must not lose the outcome.
+            with trio.CancelScope(shield=True):
+                await self._record(state, delivery, scope, error, result, elapsed)
         else:
-            # A thread cannot be cancelled: on timeout it is abandoned and finishes on its own.
-            result = await trio.to_thread.run_sync(spec.handler, ctx, abandon_on_cancel=True)
-        if type(result) not in _SIMPLE_RESULTS:
-            try:
-                json.dumps(result, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise PermanentError(f"result is not JSON-serialisable: {exc}") from None
-        return result
+            await self._record(state, delivery, scope, error, result, elapsed)
+
+    async def _record(
+        self,
+        state: WorkerState,
+        delivery: Delivery,
+        scope: trio.CancelScope,
+        error: BaseException | None,
+        result: Any,
+        elapsed: float,
+    ) -> None:
+        job = delivery.job
+        if job.id in self._cancelling:
+            self._cancelling.discard(job.id)
+            state.failed += 1
+            await self._record_cancelled(delivery, elapsed)
+        elif scope.cancelled_caught:
+            state.failed += 1
+            message = f"timed out after {format_duration(job.timeout)}"
+            await self._record_failure(delivery, JobError(message, "TimeoutError"), None)
+        elif error is not None:
+            state.failed += 1
+            await self._record_failure(
+                delivery,
+                JobError(str(error) or type(error).__name__, type(error).__name__),
+                error,
+            )
+        else:
+            state.succeeded += 1
+            await self._record_success(delivery, result, elapsed)
 
     async def _record_success(self, delivery: Delivery, result: Any, elapsed: float) -> None:
         job = await self.broker.complete(delivery, result)
@@ -468,6 +482,13 @@ class Processor:
         if self._clock is None:
             raise RuntimeError("the processor is not running: use open_processor() or run()")
         return self._clock
+
+
+def _check_json(result: Any) -> None:
+    try:
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PermanentError(f"result is not JSON-serialisable: {exc}") from None
 
 
 def _is_cancellation(exc: BaseException) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import trio
@@ -17,9 +17,11 @@ from .._clock import WallClock
 from .._job import Job, JobError, JobStatus, Priority
 
 
-@attrs.frozen
-class Delivery:
-    """A job handed to one worker. ``token`` fences the lease of brokers that use leases."""
+class Delivery(NamedTuple):
+    """A job handed to one worker. ``token`` fences the lease of brokers that use leases.
+
+    A named tuple, not an attrs class: one is made per job on the workers' hot path.
+    """
 
     job: Job
     token: str | None = None
@@ -54,6 +56,10 @@ class CancelOutcome:
 class Broker(abc.ABC):
     """Holds the queues and job records for a processor.
 
+    ``shield_outcomes`` tells the processor whether recording an outcome (:meth:`complete`,
+    :meth:`fail`…) can reach a checkpoint, so that it must be shielded from cancellation. Brokers
+    doing I/O leave it true; the memory broker, whose methods never checkpoint, sets it false.
+
     Contract shared by all brokers:
 
     - :meth:`enqueue` admits all of its jobs or none (raising :class:`~trio_tasks.QueueFull`),
@@ -65,6 +71,8 @@ class Broker(abc.ABC):
     - :meth:`run` holds the broker's background tasks (promoting due scheduled jobs, leases,
       cancellation signals) and calls ``on_cancel(job_id)`` when a running job is cancelled.
     """
+
+    shield_outcomes: bool = True
 
     @abc.abstractmethod
     async def run(

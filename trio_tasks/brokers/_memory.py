@@ -39,6 +39,9 @@ class MemoryBroker(Broker):
     them, oldest evicted first.
     """
 
+    # complete/fail/finish_cancelled/release never reach a checkpoint: nothing to shield.
+    shield_outcomes = False
+
     def __init__(self, *, max_concurrency: int, result_ttl: float, result_max_jobs: int) -> None:
         self.max_concurrency = max_concurrency
         self.result_ttl = result_ttl
@@ -188,7 +191,7 @@ class MemoryBroker(Broker):
             self._running += 1
             job.status = _RUNNING
             job.attempts += 1
-            job.started_at = self._now()
+            job.started_at = self._clock.now()  # type: ignore[union-attr]  # set by run()
             job.worker_id = worker_id
             return Delivery(job)
 
