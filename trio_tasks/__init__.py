@@ -25,6 +25,7 @@ from ._job import JobError as JobError
 from ._job import JobStatus as JobStatus
 from ._job import Priority as Priority
 from ._job import job_to_json as job_to_json
+from ._precise_clock import PreciseClock as PreciseClock
 from ._processor import Processor as Processor
 from ._processor import open_processor as open_processor
 from ._registry import TaskRegistry as TaskRegistry
@@ -54,6 +55,7 @@ __all__ = [
     "MemoryBroker",
     "Percentiles",
     "PermanentError",
+    "PreciseClock",
     "Priority",
     "Processor",
     "ProcessorStats",

@@ -1,0 +1,1 @@
+"""The trio-tasks benchmark suite: ``nox -s bench`` or ``python -m bench``."""

@@ -1,0 +1,175 @@
+"""Run the benchmark suite, print one table and write ``bench/results.json``.
+
+``python -m bench [--quick] [--only inprocess,http,redis]`` (``nox -s bench`` runs it all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import _http, _inprocess, _redis
+
+RESULTS = Path(__file__).parent / "results.json"
+
+SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "inprocess": _inprocess.run,
+    "http": _http.run,
+    "redis": _redis.run,
+}
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(measure, figure, target, verdict) rows for whatever sections ran."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(name: str, figure: str, target: str, ok: bool | None) -> None:
+        verdict = "" if ok is None else ("met" if ok else "MISSED")
+        rows.append((name, figure, target, verdict))
+
+    inp = results.get("inprocess")
+    if inp:
+        for w in (10, 100):
+            d = inp[f"drain_{w}w"]
+            row(
+                f"drain {d['jobs']:,} no-op jobs, {w} workers",
+                f"{d['jobs_per_s']:,.0f}/s = {d['ratio']:.0%} of bare Trio "
+                f"({d['bare_trio_per_s']:,.0f}/s)",
+                ">= 60% (10 workers)",
+                d["ratio"] >= 0.60 if w == 10 else None,
+            )
+        for key, label in (
+            ("sleep_10ms_100w", "system clock"),
+            ("sleep_10ms_precise", "PreciseClock"),
+        ):
+            d = inp[key]
+            row(
+                f"10 ms jobs, 100 workers ({label})",
+                f"{d['jobs_per_s']:,.0f}/s = {d['ratio']:.0%} of 10,000/s"
+                + (f"; bare Trio {d['bare_ratio']:.0%}" if "bare_ratio" in d else ""),
+                ">= 90%",
+                d["ratio"] >= 0.90,
+            )
+        lat = inp["latency_memory"]
+        row(
+            "submit-to-start latency, memory",
+            f"p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms",
+            "p50 < 1 ms",
+            lat["p50_ms"] < 1.0,
+        )
+        mem = inp["memory_per_job"]
+        row(
+            f"memory per queued job ({mem['queued']:,} queued)",
+            f"{mem['bytes']:.0f} bytes",
+            "<= 1024 bytes",
+            mem["bytes"] <= 1024,
+        )
+    http = results.get("http")
+    if http:
+        bare, ours = http["bare_post"], http["serve_post"]
+        row(
+            f"POST /jobs, {_http.CONNECTIONS} keep-alive connections",
+            f"{ours['requests_per_s']:,.0f} req/s, p99 {ours['p99_ms']:.1f} ms = "
+            f"{http['post_ratio']:.0%} of bare Quart-Trio ({bare['requests_per_s']:,.0f} req/s, "
+            f"p99 {bare['p99_ms']:.1f} ms)",
+            ">= 80% of bare",
+            http["post_ratio"] >= 0.80,
+        )
+        batch, bare_batch = http["serve_batch"], http["bare_batch"]
+        row(
+            "POST /jobs/batch, 100 jobs per batch",
+            f"{batch['jobs_per_s']:,.0f} jobs/s (bare app: {bare_batch['requests_per_s']:,.0f} "
+            "batches/s)",
+            ">= 20,000 jobs/s",
+            batch["jobs_per_s"] >= 20_000,
+        )
+    redis = results.get("redis")
+    if redis and not redis.get("skipped"):
+        lat = redis["latency"]
+        row(
+            "submit-to-start latency, Redis",
+            f"p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms",
+            "p50 < 1 ms",
+            lat["p50_ms"] < 1.0,
+        )
+        for key, label in (
+            ("noop", "no-op jobs, 10 workers"),
+            ("sleep", "10 ms jobs, 100 workers"),
+        ):
+            for procs in (1, 2):
+                d = redis[f"{key}_{procs}p"]
+                row(
+                    f"Redis {d['jobs']:,} {label}, {procs} worker process(es)",
+                    f"{d['jobs_per_s']:,.0f} jobs/s",
+                    ">= 5,000 jobs/s" if procs == 1 else "more than 1 process",
+                    d["jobs_per_s"] >= 5_000
+                    if procs == 1
+                    else d["jobs_per_s"] > redis[f"{key}_1p"]["jobs_per_s"],
+                )
+    elif redis:
+        row("Redis", f"skipped: {redis['skipped']}", "", None)
+    return rows
+
+
+def _print_table(rows: list[tuple[str, str, str, str]]) -> None:
+    widths = [
+        max(len(r[i]) for r in [("measure", "figure", "target", ""), *rows]) for i in range(4)
+    ]
+    header = ("measure", "figure", "target", "")
+    for r in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip())
+
+
+def main() -> None:
+    """Parse arguments, run the sections, print and save the results."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    results: dict[str, Any] = {"machine": _machine(), "quick": args.quick}
+    for name in args.only.split(","):
+        started = time.perf_counter()
+        print(f"[bench] {name}…", file=sys.stderr, flush=True)
+        results[name] = SECTIONS[name](args.quick)
+        print(f"[bench] {name} done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    rows = _rows(results)
+    results["table"] = [
+        dict(zip(("measure", "figure", "target", "verdict"), r, strict=True)) for r in rows
+    ]
+    _print_table(rows)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {RESULTS}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
