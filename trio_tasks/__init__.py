@@ -9,8 +9,10 @@ from contextlib import suppress as _suppress
 
 from ._config import Config as Config
 from ._context import JobContext as JobContext
+from ._demo import demo_registry as demo_registry
 from ._durations import format_duration as format_duration
 from ._durations import parse_duration as parse_duration
+from ._errors import BrokerUnavailable as BrokerUnavailable
 from ._errors import InvalidValue as InvalidValue
 from ._errors import JobAlreadyFinished as JobAlreadyFinished
 from ._errors import JobNotFound as JobNotFound
@@ -25,12 +27,15 @@ from ._job import JobError as JobError
 from ._job import JobStatus as JobStatus
 from ._job import Priority as Priority
 from ._job import job_to_json as job_to_json
+from ._logging import configure_logging as configure_logging
 from ._precise_clock import PreciseClock as PreciseClock
 from ._processor import Processor as Processor
 from ._processor import open_processor as open_processor
 from ._registry import TaskRegistry as TaskRegistry
 from ._registry import TaskSpec as TaskSpec
 from ._request import JobRequest as JobRequest
+from ._serve import run_node as run_node
+from ._serve import serve as serve
 from ._stats import Percentiles as Percentiles
 from ._stats import ProcessorStats as ProcessorStats
 from ._stats import WorkerStats as WorkerStats
@@ -43,6 +48,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Admission",
     "Broker",
+    "BrokerUnavailable",
     "Config",
     "InvalidValue",
     "Job",
@@ -67,10 +73,14 @@ __all__ = [
     "TrioTasksError",
     "UnknownJobType",
     "WorkerStats",
+    "configure_logging",
+    "demo_registry",
     "format_duration",
     "job_to_json",
     "open_processor",
     "parse_duration",
+    "run_node",
+    "serve",
 ]
 
 # Tracebacks and reprs say trio_tasks.X, not trio_tasks._module.X.

@@ -104,7 +104,11 @@ class Config:
         except InvalidValue as exc:
             field = getattr(exc, "field", None)
             env = next((s.env for s in SETTINGS if s.field == field), field)
-            raise InvalidValue(f"{env}={values.get(field or '')!r}: {_reason(exc)}") from None
+            # Show the value as it was written (``5s``), not as parsed (``5.0``).
+            shown = values.get(field or "")
+            if env in environ and not (overrides and overrides.get(field or "") is not None):
+                shown = environ[env or ""]
+            raise InvalidValue(f"{env}={shown!r}: {_reason(exc)}") from None
 
 
 class _ConfigError(InvalidValue):

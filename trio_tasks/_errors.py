@@ -29,6 +29,19 @@ class QueueFull(TrioTasksError):
         self.limit = limit
 
 
+class BrokerUnavailable(TrioTasksError):
+    """The broker (Redis) cannot be reached, so the request was not carried out.
+
+    For a submission the outcome may be unknown (the connection broke while Redis answered):
+    submit again with the same ``job_id`` to be sure, which never creates a duplicate. The HTTP
+    API answers 503. ``reason`` says what failed.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"broker unavailable: {reason}")
+        self.reason = reason
+
+
 class ShuttingDown(TrioTasksError):
     """The processor is stopping and takes no new jobs."""
 

@@ -28,15 +28,17 @@ class Priority(enum.IntEnum):
         """
         if isinstance(value, Priority):
             return value
+        number = value
         if isinstance(value, str):
             text = value.strip()
             member = _PRIORITY_NAMES.get(text.lower())
             if member is not None:
                 return member
             if text.isdigit():
-                value = int(text)
-        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4:
-            return cls(value)
+                number = int(text)
+        if isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= 4:
+            return cls(number)
+        # Name the value as it was given ('5' from a query string, not 5).
         raise InvalidValue(
             f"invalid priority {value!r}; expected one of low, normal, high, urgent (or 1-4)"
         )

@@ -42,7 +42,8 @@ Listener = Callable[[str, Job], None]
 _DURATION_FIELDS = frozenset(
     {"job_timeout", "retry_delay", "retry_max_delay", "shutdown_timeout", "result_ttl"}
 )
-_SIMPLE_RESULTS = (type(None), str, int, float, bool)
+# Results of these types need no check; floats do (NaN and infinities are not JSON).
+_SIMPLE_RESULTS = (type(None), str, int, bool)
 
 
 class Processor:
@@ -78,6 +79,7 @@ class Processor:
         self._closing = False
         self._stopping = False
         self._stop_requested = trio.Event()
+        self._stopped = trio.Event()
         self._worker_scope: trio.CancelScope | None = None
         self._grace_deadline = float("inf")
         self._workers = [WorkerState(f"worker-{i + 1}") for i in range(config.workers)]
@@ -139,6 +141,14 @@ class Processor:
             await self.broker.aclose()
         if self._info:
             self._log.info("processor stopped", abandoned=len(self.abandoned))
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until :meth:`run` has finished: workers drained, broker closed.
+
+        ``trio_tasks.serve`` uses it to stop the HTTP API once the processor is done.
+        """
+        await self._stopped.wait()
 
     def shutdown(self, grace: float | None = None) -> None:
         """Stop gracefully: refuse submissions, let running jobs finish within ``grace`` seconds
@@ -332,7 +342,8 @@ class Processor:
         scope = trio.CancelScope(deadline=started + job.timeout)
         self._scopes[job_id] = scope
         assert job.started_at is not None
-        self._queue_wait.add(max(0.0, job.started_at - (job.run_at or job.created_at)))
+        # Runnable since its run_at (a delay or a retry), or since submission if that was later.
+        self._queue_wait.add(max(0.0, job.started_at - max(job.run_at or 0.0, job.created_at)))
         if self._info:
             self._log.info(
                 "job started",
@@ -516,10 +527,11 @@ def _enabled(logger: Any, level: int) -> bool:
 
 
 def make_broker(url: str, config: Config) -> Broker:
-    """Return the broker for ``url`` (``memory://`` here; ``redis://`` when available).
+    """Return the broker for ``url``: ``memory://`` (this process only), or ``redis://``,
+    ``rediss://``, ``unix://`` (shared by every node pointing at the same Redis).
 
     Raises:
-        InvalidValue: an unsupported URL scheme.
+        InvalidValue: an unsupported URL scheme or a malformed Redis URL option.
     """
     if url.startswith("memory://"):
         return MemoryBroker(
@@ -527,7 +539,18 @@ def make_broker(url: str, config: Config) -> Broker:
             result_ttl=config.result_ttl,
             result_max_jobs=config.result_max_jobs,
         )
-    raise InvalidValue(f"broker URL {url!r} is not supported yet; use memory://")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from .brokers._redis import RedisBroker  # imports coredis only when Redis is used
+
+        return RedisBroker(
+            url,
+            max_concurrency=config.max_concurrency,
+            result_ttl=config.result_ttl,
+            result_max_jobs=config.result_max_jobs,
+        )
+    raise InvalidValue(
+        f"broker URL {url!r} is not supported; use memory:// or redis://host:port/db"
+    )
 
 
 def build_config(config: Config | None = None, **settings: Any) -> Config:

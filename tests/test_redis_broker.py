@@ -1,0 +1,491 @@
+"""Rules of the Redis broker that the memory broker does not have: many nodes, leases, fencing,
+exactly-once promotion, cross-node cancellation, Redis outages.
+
+Every test runs against a real ``redis-server`` (see ``conftest.py``) on the real clock, with
+short leases, and is bounded by ``trio.fail_after``. "Nodes" are processors in this process,
+each with its own broker and connection pool, exactly as separate processes would be.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import coredis
+import pytest
+import trio
+import trio.lowlevel
+
+import trio_tasks
+from trio_tasks import JobStatus, Priority, QueueFull
+from trio_tasks._clock import WallClock
+from trio_tasks._config import Config
+from trio_tasks._errors import BrokerUnavailable, InvalidValue
+from trio_tasks._job import Job, job_to_record
+from trio_tasks._processor import make_broker
+from trio_tasks.brokers._redis import RedisBroker
+from trio_tasks.brokers._redis_keys import RECORD_FIELDS, RedisKeys
+from trio_tasks.brokers._redis_link import parse_redis_url
+
+pytestmark = pytest.mark.redis
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def raw_client(url: str) -> AsyncIterator[coredis.Redis[str]]:
+    """A plain coredis client on the broker URL's server, to look at the keys directly."""
+    async with coredis.Redis.from_url(
+        parse_redis_url(url).client_url, decode_responses=True
+    ) as client:
+        yield client
+
+
+@asynccontextmanager
+async def node(
+    registry: trio_tasks.TaskRegistry, url: str, *, workers: int, **broker_options: Any
+) -> AsyncIterator[trio_tasks.Processor]:
+    """One node: a processor with its own Redis broker (``broker_options`` for RedisBroker)."""
+    options: dict[str, Any] = {"max_concurrency": 10_000, "retry_cap": 0.2}
+    options.update(broker_options)
+    broker = RedisBroker(url, **options)
+    async with trio_tasks.open_processor(
+        registry, broker=broker, workers=workers, retry_delay=0, shutdown_timeout=5
+    ) as processor:
+        yield processor
+
+
+@asynccontextmanager
+async def running(broker: RedisBroker, on_cancel: Any = None) -> AsyncIterator[RedisBroker]:
+    """A broker running on its own, driven by the test through the Broker interface."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(broker.run, clock=WallClock(), on_cancel=on_cancel or (lambda job_id: None))
+        )
+        yield broker
+        nursery.cancel_scope.cancel()
+
+
+def recording_registry(runs: list[str]) -> trio_tasks.TaskRegistry:
+    """``noop`` records each run's job id in ``runs``."""
+    registry = trio_tasks.TaskRegistry()
+
+    @registry.task("noop")
+    async def noop(ctx: trio_tasks.JobContext) -> str:
+        runs.append(ctx.job.id)
+        await trio.lowlevel.checkpoint()
+        return ctx.job.id
+
+    return registry
+
+
+def new_job(job_type: str = "noop", priority: Priority = Priority.NORMAL) -> Job:
+    from trio_tasks._request import new_job_id
+
+    return Job(
+        id=new_job_id(),
+        type=job_type,
+        priority=priority,
+        payload={},
+        max_attempts=4,
+        timeout=60.0,
+        created_at=trio_tasks_now(),
+    )
+
+
+def trio_tasks_now() -> float:
+    import time
+
+    return time.time()
+
+
+async def until(predicate: Any, timeout: float = 10.0, step: float = 0.01) -> None:
+    """Wait until ``predicate()`` (sync or async) is true."""
+    with trio.fail_after(timeout):
+        while True:
+            value = predicate()
+            if not isinstance(value, bool):
+                value = await value
+            if value:
+                return
+            await trio.sleep(step)
+
+
+# -- configuration and layout -------------------------------------------------------------------
+
+
+def test_broker_urls_select_the_redis_broker() -> None:
+    config = Config()
+    for url in ("redis://h:6379/0", "rediss://:secret@h:6380/2", "unix:///tmp/redis.sock?db=1"):
+        assert isinstance(make_broker(url, config), RedisBroker)
+    broker = make_broker("redis://:pw@h:1/3?namespace=prod&lease=2s", config)
+    assert isinstance(broker, RedisBroker)
+    assert (broker.namespace, broker.lease) == ("prod", 2.0)
+    assert broker.keys.prefix == "tt:{prod}:"
+    options = parse_redis_url("redis://:pw@h:1/3?namespace=prod&lease=2s&max_connections=5")
+    assert options.client_url == "redis://:pw@h:1/3?max_connections=5"
+    with pytest.raises(InvalidValue, match="namespace"):
+        parse_redis_url("redis://h/0?namespace=a b")
+    with pytest.raises(InvalidValue, match="lease"):
+        parse_redis_url("redis://h/0?lease=1ms")
+    with pytest.raises(InvalidValue, match="not supported"):
+        make_broker("kafka://h", config)
+
+
+def test_lua_library_and_python_agree_on_the_record_fields() -> None:
+    source = (Path(trio_tasks.__file__).parent / "brokers" / "_redis.lua").read_text()
+    block = re.search(r"local FIELDS = \{(.*?)\}", source, re.S)
+    assert block is not None
+    assert tuple(re.findall(r"'(\w+)'", block.group(1))) == RECORD_FIELDS
+    assert tuple(job_to_record(new_job())) == RECORD_FIELDS
+    keys = RedisKeys.for_namespace("x")
+    assert len({*keys.script_keys}) == 12
+    assert all(k.startswith("tt:{x}:") for k in keys.script_keys)
+
+
+async def test_records_queues_and_retention_follow_the_documented_layout(redis_url: str) -> None:
+    runs: list[str] = []
+    registry = recording_registry(runs)
+    ns = parse_redis_url(redis_url).namespace
+    keys = RedisKeys.for_namespace(ns or "default")
+    with trio.fail_after(20):
+        async with raw_client(redis_url) as redis:
+            async with node(registry, redis_url, workers=0, result_ttl=30) as producer:
+                urgent = await producer.submit("noop", priority="urgent")
+                normal = await producer.submit("noop")
+                later = await producer.submit("noop", delay=60)
+                assert await redis.lrange(keys.queue(Priority.URGENT), 0, -1) == [urgent.id]
+                assert await redis.lrange(keys.queue(Priority.NORMAL), 0, -1) == [normal.id]
+                assert later.run_at is not None
+                assert await redis.zscore(keys.scheduled, later.id) == pytest.approx(later.run_at)
+                stored = await redis.hgetall(keys.job(normal.id))
+                assert stored["status"] == '"pending"'
+                assert stored["v"] == "1"
+                assert stored["payload"] == "{}"
+                assert (await producer.stats()).scheduled == 1
+                async with node(registry, redis_url, workers=1, result_ttl=30) as worker:
+                    done = await worker.wait(urgent.id)
+                    await worker.wait(normal.id)
+                    assert done.status is JobStatus.COMPLETED
+                    assert done.result == urgent.id
+                    assert runs == [urgent.id, normal.id]
+                    assert 0 < await redis.pttl(keys.job(urgent.id)) <= 30_000
+                    assert await redis.zscore(keys.finished, urgent.id) is not None
+                    assert await redis.zcard(keys.running) == 0
+                    listed = await worker.list_jobs(limit=10)
+                    assert [j.id for j in listed] == [later.id, normal.id, urgent.id]
+                    assert [j.id for j in await worker.list_jobs(status="scheduled")] == [later.id]
+                    await worker.cancel(later.id)
+                    assert await redis.zcard(keys.scheduled) == 0
+
+
+async def test_finished_jobs_are_evicted_beyond_result_max_jobs(redis_url: str) -> None:
+    runs: list[str] = []
+    with trio.fail_after(20):
+        async with node(recording_registry(runs), redis_url, workers=1, result_max_jobs=3) as p:
+            ids = []
+            for _ in range(5):
+                job = await p.submit("noop")
+                await p.wait(job.id)
+                ids.append(job.id)
+            assert [await p.broker.get(i) is None for i in ids] == [True, True, False, False, False]
+
+
+# -- admission, idempotency, priorities ---------------------------------------------------------
+
+
+async def test_admission_bound_and_idempotency_are_cluster_wide(redis_url: str) -> None:
+    registry = recording_registry([])
+    with trio.fail_after(20):
+        async with (
+            node(registry, redis_url, workers=0, max_concurrency=3) as a,
+            node(registry, redis_url, workers=0, max_concurrency=3) as b,
+        ):
+            first = await a.submit("noop", job_id="job-1")
+            await a.submit("noop", delay=30)
+            await b.submit("noop", priority="low")
+            assert (await a.stats()).queued[Priority.LOW] == 1  # b's job, seen from a
+            with pytest.raises(QueueFull):
+                await b.submit("noop")
+            batch = [trio_tasks.JobRequest.build("noop"), trio_tasks.JobRequest.build("noop")]
+            with pytest.raises(QueueFull):
+                await a.submit_many(batch)
+            counts = await b.broker.counts()
+            assert sum(counts.pending.values()) + counts.scheduled == 3
+            # An existing id is not a new job: answered even at the bound, from either node.
+            again = await b.submit("noop", job_id="job-1")
+            assert again.id == first.id
+            assert again.created_at == first.created_at
+            admissions = await b.submit_many([trio_tasks.JobRequest.build("noop", job_id="job-1")])
+            assert admissions[0].created is False
+
+
+async def test_priority_is_strict_across_nodes_and_fifo_within_one(redis_url: str) -> None:
+    registry = recording_registry([])
+    submitted: list[trio_tasks.Job] = []
+    with trio.fail_after(30):
+        async with node(registry, redis_url, workers=0) as producer:
+            for i in range(24):
+                priority = list(Priority)[i % 4]
+                submitted.append(await producer.submit("noop", priority=priority))
+            async with (
+                node(registry, redis_url, workers=2) as one,
+                node(registry, redis_url, workers=2) as two,
+            ):
+                for job in submitted:
+                    await producer.wait(job.id)
+                assert one.workers()
+                assert two.workers()
+            async with raw_client(redis_url) as redis:
+                keys = RedisKeys.for_namespace(parse_redis_url(redis_url).namespace or "")
+                # Lease tokens come from one counter in Redis: they give the order of the pops.
+                tokens = {
+                    j.id: int(await redis.hget(keys.job(j.id), "tok") or 0) for j in submitted
+                }
+    popped = sorted(submitted, key=lambda j: tokens[j.id])
+    expected = sorted(submitted, key=lambda j: (-int(j.priority), submitted.index(j)))
+    assert [j.id for j in popped] == [j.id for j in expected]
+
+
+# -- leases, fencing, reaping, promotion ---------------------------------------------------------
+
+
+async def test_a_partitioned_node_loses_its_lease_and_cannot_record_the_job(
+    redis_server_url: str, redis_url: str
+) -> None:
+    from redis_server import TcpProxy
+
+    namespace = parse_redis_url(redis_url).namespace
+    port = int(redis_server_url.rsplit(":", 1)[1].split("/")[0])
+    proxy = TcpProxy(port)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            proxy_port = await nursery.start(proxy.run)
+            via_proxy = f"redis://127.0.0.1:{proxy_port}/0?namespace={namespace}"
+            a = RedisBroker(via_proxy, lease=1.0, retry_cap=0.2)
+            b = RedisBroker(redis_url, lease=1.0, retry_cap=0.2)
+            async with running(a), running(b):
+                job = new_job()
+                await a.enqueue([job])
+                lost = await a.fetch("a-worker")
+                assert lost.job.attempts == 1
+                proxy.cut()  # node a can no longer reach Redis: no heartbeat, no outcome
+                await until(lambda: a.health() is not None, timeout=5)
+                assert "redis unreachable" in (a.health() or "")
+                # Its lease expires; node b takes the job back and runs it again.
+                with trio.fail_after(6):
+                    again = await b.fetch("b-worker")
+                assert again.job.id == job.id
+                assert again.job.attempts == 2
+                assert again.token != lost.token
+                proxy.heal()
+                stale = await a.complete(lost, "from a")  # fenced: nothing is recorded
+                assert stale.status is JobStatus.RUNNING
+                assert stale.worker_id == "b-worker"
+                assert (await b.get(job.id)).status is JobStatus.RUNNING  # type: ignore[union-attr]
+                done = await b.complete(again, "from b")
+                assert done.status is JobStatus.COMPLETED
+                final = await a.get(job.id)
+                assert final is not None
+                assert final.result == "from b"
+                assert final.attempts == 2
+                await until(lambda: a.health() is None, timeout=5)
+                totals = await b.totals()
+                assert totals["leases_expired"] == 1
+                assert totals["completed"] == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_lost_lease_on_the_last_attempt_fails_the_job(
+    redis_server_url: str, redis_url: str
+) -> None:
+    from redis_server import TcpProxy
+
+    namespace = parse_redis_url(redis_url).namespace
+    proxy = TcpProxy(int(redis_server_url.rsplit(":", 1)[1].split("/")[0]))
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            proxy_port = await nursery.start(proxy.run)
+            via_proxy = f"redis://127.0.0.1:{proxy_port}/0?namespace={namespace}"
+            async with running(RedisBroker(via_proxy, lease=0.5, retry_cap=0.1)) as doomed:
+                job = new_job()
+                job.max_attempts = 1
+                await doomed.enqueue([job])
+                await doomed.fetch("w")
+                proxy.cut()  # the node is gone for good: its lease runs out
+                async with running(RedisBroker(redis_url, lease=0.5, retry_cap=0.1)) as other:
+                    final = await other.wait(job.id)
+            nursery.cancel_scope.cancel()
+    assert final.status is JobStatus.FAILED
+    assert final.error is not None
+    assert final.error.type == "LeaseExpired"
+    assert final.attempts == 1
+
+
+async def test_due_jobs_are_promoted_exactly_once_by_racing_nodes(redis_url: str) -> None:
+    runs: list[str] = []
+    registry = recording_registry(runs)
+    with trio.fail_after(30):
+        async with (
+            node(registry, redis_url, workers=2, poll_interval=0.01) as a,
+            node(registry, redis_url, workers=2, poll_interval=0.01),
+            node(registry, redis_url, workers=2, poll_interval=0.01),
+        ):
+            requests = [trio_tasks.JobRequest.build("noop", delay=0.3) for _ in range(150)]
+            admissions = await a.submit_many(requests)
+            assert {adm.job.status for adm in admissions} == {JobStatus.SCHEDULED}
+            for admission in admissions:
+                assert (await a.wait(admission.job.id)).status is JobStatus.COMPLETED
+            totals = await a.broker.totals()  # type: ignore[attr-defined]
+    counted = Counter(runs)
+    assert len(counted) == 150
+    assert set(counted.values()) == {1}
+    assert totals["completed"] == 150
+
+
+async def test_a_retry_waits_scheduled_and_runs_on_any_node(redis_url: str) -> None:
+    attempts: list[int] = []
+    registry = trio_tasks.TaskRegistry()
+
+    @registry.task("flaky")
+    async def flaky(ctx: trio_tasks.JobContext) -> int:
+        attempts.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise trio_tasks.Retry(delay=0.2)
+        return ctx.attempt
+
+    with trio.fail_after(20):
+        async with node(registry, redis_url, workers=1) as a, node(registry, redis_url, workers=1):
+            job = await a.submit("flaky")
+            await until(lambda: len(attempts) >= 1)
+            done = await a.wait(job.id)
+    assert done.status is JobStatus.COMPLETED
+    assert done.result == 3
+    assert done.attempts == 3
+    assert attempts == [1, 2, 3]
+
+
+# -- cancellation, waiting, shutdown -------------------------------------------------------------
+
+
+async def test_cancel_on_one_node_stops_the_job_running_on_another(redis_url: str) -> None:
+    started = trio.Event()
+    stopped_at: list[float] = []
+    registry = trio_tasks.TaskRegistry()
+
+    @registry.task("long")
+    async def long(ctx: trio_tasks.JobContext) -> None:
+        started.set()
+        try:
+            await trio.sleep(60)
+        finally:
+            stopped_at.append(trio.current_time())
+
+    with trio.fail_after(20):
+        async with (
+            node(registry, redis_url, workers=0) as api,
+            node(registry, redis_url, workers=1) as worker,
+        ):
+            job = await api.submit("long")
+            await started.wait()
+            asked_at = trio.current_time()
+            answer = await api.cancel(job.id)
+            assert answer.status is JobStatus.RUNNING
+            final = await api.wait(job.id)
+            assert final.status is JobStatus.CANCELLED
+            assert stopped_at
+            assert stopped_at[0] - asked_at < 1.0
+            assert worker.workers()[0].failed == 1
+            with pytest.raises(trio_tasks.JobAlreadyFinished):
+                await api.cancel(job.id)
+            with pytest.raises(trio_tasks.JobNotFound):
+                await api.cancel("no-such-job")
+
+
+async def test_shutdown_hands_unfinished_jobs_back_to_other_nodes(redis_url: str) -> None:
+    blocking = trio_tasks.TaskRegistry()
+    started: list[str] = []
+
+    @blocking.task("work")
+    async def stuck(ctx: trio_tasks.JobContext) -> str:
+        started.append(ctx.job.id)
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    quick = trio_tasks.TaskRegistry()
+
+    @quick.task("work")
+    async def fine(ctx: trio_tasks.JobContext) -> str:
+        return "done"
+
+    with trio.fail_after(20):
+        async with node(blocking, redis_url, workers=2) as first:
+            jobs = [await first.submit("work") for _ in range(5)]
+            await until(lambda: len(started) == 2)
+            first.shutdown(grace=0.1)
+        assert first.abandoned == []
+        async with node(quick, redis_url, workers=2) as second:
+            finals = [await second.wait(job.id) for job in jobs]
+    assert {f.status for f in finals} == {JobStatus.COMPLETED}
+    by_id = {f.id: f for f in finals}
+    assert sorted(by_id[i].attempts for i in by_id) == [1, 1, 1, 2, 2]
+    assert {i for i in by_id if by_id[i].attempts == 2} == set(started)
+
+
+# -- Redis outages --------------------------------------------------------------------------------
+
+
+async def test_a_redis_restart_loses_and_duplicates_nothing(own_redis: Any) -> None:
+    runs: list[str] = []
+    registry = trio_tasks.TaskRegistry()
+
+    @registry.task("step")
+    async def step(ctx: trio_tasks.JobContext) -> str:
+        runs.append(ctx.job.id)
+        await trio.sleep(0.02)
+        return ctx.job.id
+
+    url = f"{own_redis.url}?namespace=restart"
+    # The outage outlasts the lease: the leases held when Redis went away have expired when it
+    # comes back, yet no job may run twice (the reaper waits for the nodes to renew).
+    with trio.fail_after(45):
+        async with node(registry, url, workers=4, lease=1.0, outcome_timeout=6.0) as p:
+            admissions = await p.submit_many(
+                [trio_tasks.JobRequest.build("step") for _ in range(200)]
+            )
+            await until(lambda: len(runs) >= 40)
+            await trio.to_thread.run_sync(own_redis.stop)
+            await until(lambda: p.broker.health() is not None, timeout=5)
+            assert "redis unreachable" in (p.broker.health() or "")
+            with pytest.raises(BrokerUnavailable):
+                await p.submit("step")
+            await trio.sleep(1.5)
+            await trio.to_thread.run_sync(own_redis.start)
+            finals = [await p.wait(a.job.id) for a in admissions]
+            await until(lambda: p.broker.health() is None, timeout=5)
+    assert {f.status for f in finals} == {JobStatus.COMPLETED}
+    counted = Counter(runs)
+    assert len(counted) == 200
+    assert [job_id for job_id, n in counted.items() if n > 1] == []
+
+
+async def test_a_node_started_while_redis_is_down_comes_up_with_it(own_redis: Any) -> None:
+    runs: list[str] = []
+    url = f"{own_redis.url}?namespace=late"
+    await trio.to_thread.run_sync(own_redis.stop)
+    with trio.fail_after(20):
+        async with node(recording_registry(runs), url, workers=1) as p:
+            assert p.broker.health() is not None
+            with pytest.raises(BrokerUnavailable):
+                await p.submit("noop")
+            await trio.to_thread.run_sync(own_redis.start)
+            await until(lambda: p.broker.health() is None, timeout=10)
+            job = await p.submit("noop")
+            assert (await p.wait(job.id)).status is JobStatus.COMPLETED
+    assert runs == [job.id]

@@ -1,0 +1,167 @@
+"""Logging setup: structlog JSON lines on stdout (or console lines for people), one pipeline for
+trio-tasks, the standard library (Quart, warnings) and hypercorn.
+
+Every line is one JSON object whose first keys are ``time`` (RFC 3339, UTC), ``level`` and
+``msg``; the fields of the event follow. :func:`configure_logging` must run before a
+:class:`~trio_tasks.Processor` is created, because the processor decides once, at
+construction, which levels it will log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+from hypercorn.logging import Logger as _HypercornBaseLogger
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def configure_logging(level: str = "info", fmt: str = "json", file: TextIO | None = None) -> None:
+    """Route every log line of the process through structlog.
+
+    ``level`` is a name (``debug`` … ``critical``); ``fmt`` is ``json`` (one object per line,
+    for machines) or ``console`` (aligned, coloured when ``file`` is a terminal, for people).
+    ``file`` defaults to ``sys.stdout``; each line is flushed as it is written, so a supervisor
+    reading a pipe sees it at once.
+
+    Standard-library loggers (Quart's, Python warnings) are sent into the same pipeline.
+    """
+    out = file if file is not None else sys.stdout
+    min_level = _LEVELS[level]
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=_isatty(out))
+    else:
+        renderer = _render_json
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(min_level),
+        logger_factory=structlog.WriteLoggerFactory(file=out),
+        cache_logger_on_first_use=True,
+    )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_StructlogHandler())
+    root.setLevel(min_level)
+    logging.captureWarnings(True)
+
+
+def _isatty(file: TextIO) -> bool:
+    isatty = getattr(file, "isatty", None)
+    return bool(isatty()) if isatty is not None else False
+
+
+def _render_json(_logger: Any, _method: str, event: dict[str, Any]) -> str:
+    # One processor renames ``event`` to ``msg`` and puts time, level, msg first: the order a
+    # person scanning raw lines expects, at the cost of one dict rebuild per line.
+    line = {
+        "time": event.pop("time", None),
+        "level": event.pop("level", None),
+        "msg": event.pop("event", None),
+    }
+    line.update(event)
+    return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class _StructlogHandler(logging.Handler):
+    """Sends standard-library log records into structlog, keeping the logger's name."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed %-format must not lose the line
+            message = str(record.msg)
+        fields: dict[str, Any] = {"logger": record.name}
+        if record.exc_info and record.exc_info[0] is not None:
+            fields["exc_info"] = record.exc_info
+        structlog.get_logger(record.name).log(record.levelno, message, **fields)
+
+
+class HypercornLogger(_HypercornBaseLogger):
+    """hypercorn's logger, writing through structlog instead of its own stream handlers.
+
+    Error-log messages keep their level; each request's access line is logged at ``debug``
+    (``http request`` with method, path, status and duration), so the default ``info`` level
+    costs nothing per request.
+    """
+
+    def __init__(self, config: Any) -> None:
+        # The base class would create stdout/stderr handlers; everything goes to structlog.
+        self.access_log_format = config.access_log_format
+        self.access_logger = None
+        self.error_logger = None
+        self._log: Any = structlog.get_logger("hypercorn").bind(logger="hypercorn")
+        self._access = _enabled(self._log, logging.DEBUG)
+
+    async def access(self, request: Any, response: Any, request_time: float) -> None:
+        if self._access:
+            self._log.debug(
+                "http request",
+                method=request.get("method", "GET"),
+                path=request.get("path"),
+                status=None if response is None else response.get("status"),
+                duration=round(request_time, 6),
+                client=_client(request.get("client")),
+            )
+
+    async def critical(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self._log.critical(_format(message, args), **_exc(kwargs))
+
+    async def error(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self._log.error(_format(message, args), **_exc(kwargs))
+
+    async def warning(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self._log.warning(_format(message, args), **_exc(kwargs))
+
+    async def info(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self._log.info(_format(message, args), **_exc(kwargs))
+
+    async def debug(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self._log.debug(_format(message, args), **_exc(kwargs))
+
+    async def exception(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self._log.error(_format(message, args), exc_info=True)
+
+    async def log(self, level: int, message: str, *args: Any, **kwargs: Any) -> None:
+        self._log.log(level, _format(message, args), **_exc(kwargs))
+
+
+def _format(message: str, args: tuple[Any, ...]) -> str:
+    if not args:
+        return message
+    try:
+        return message % args
+    except (TypeError, ValueError):
+        return f"{message} {args!r}"
+
+
+def _exc(kwargs: dict[str, Any]) -> dict[str, Any]:
+    exc_info = kwargs.get("exc_info")
+    return {"exc_info": exc_info} if exc_info else {}
+
+
+def _client(client: Any) -> str | None:
+    if not client:
+        return None
+    return ":".join(str(part) for part in client)
+
+
+def _enabled(logger: Any, level: int) -> bool:
+    check = getattr(logger, "is_enabled_for", None)
+    return bool(check(level)) if check is not None else True

@@ -1,0 +1,205 @@
+"""Running a node: the HTTP API beside a processor, and the signal handling of SPEC §9.
+
+:func:`serve` runs the HTTP API of a processor inside the caller's nursery; :func:`run_node` is
+``trio-tasks serve`` / ``trio-tasks worker`` without the command line: a processor, optionally
+the HTTP API, and a signal watcher, all in one nursery.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import structlog
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from ._config import Config
+from ._durations import format_duration
+from ._logging import HypercornLogger
+from ._processor import Processor
+from .http._app import ApiState, create_app
+
+#: Seconds in-flight HTTP requests get to finish once the server stops. Every handler answers
+#: at once (long-polls are ended first), so this only bounds slow clients.
+HTTP_GRACE = 3.0
+
+
+async def serve(
+    processor: Processor,
+    config: Config | None = None,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the HTTP API of ``processor`` on ``config.server_host:config.server_port``.
+
+    Run it in the nursery that runs the processor::
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(processor.run)
+            urls = await nursery.start(trio_tasks.serve, processor, config)
+
+    ``config`` defaults to the processor's. ``task_status.started()`` receives the URLs the
+    server listens on (useful with port 0).
+
+    The server stops when ``shutdown_trigger()`` returns or when the processor has stopped,
+    whichever comes first: while the processor drains, the API keeps answering (``/health``
+    says ``shutting_down``, submissions get 503). Requests waiting on a job are answered with
+    the job as it is; other in-flight requests get :data:`HTTP_GRACE` seconds.
+
+    Raises:
+        OSError: the address cannot be listened on.
+    """
+    config = config or processor.config
+    log = structlog.get_logger("trio_tasks")
+    app = create_app(processor, config)
+    state: ApiState = app.extensions["trio_tasks"]
+
+    async def stop_when_done() -> None:
+        async with trio.open_nursery() as race:
+
+            async def first(wait: Callable[[], Awaitable[Any]]) -> None:
+                await wait()
+                race.cancel_scope.cancel()
+
+            race.start_soon(first, processor.wait_stopped)
+            if shutdown_trigger is not None:
+                race.start_soon(first, shutdown_trigger)
+        state.stop_waiting()
+
+    hyper = _hypercorn_config(config)
+    asgi = _KeepIdleTimerAlive(app)
+    async with trio.open_nursery() as nursery:
+        urls: list[str] = await nursery.start(
+            partial(hypercorn_serve, asgi, hyper, shutdown_trigger=stop_when_done)
+        )
+        log.info("http server listening", urls=urls)
+        task_status.started(urls)
+    log.info("http server stopped")
+
+
+class _KeepIdleTimerAlive:
+    """ASGI wrapper that withholds the ``http.disconnect`` hypercorn sends once a response is
+    complete.
+
+    Why: with hypercorn's Trio worker and quart-trio, that message makes quart-trio cancel the
+    request's nursery while hypercorn, inside the final ``send``, is starting the connection's
+    keep-alive timer in that same context; the timer task is cancelled at birth. An idle
+    keep-alive connection is then never closed: not after ``keep_alive_timeout``, and not when
+    the server stops, which held every shutdown for the whole HTTP grace period. Withheld, the
+    message is not needed: quart-trio ends the request itself once the response is sent.
+    A disconnect during a request is still delivered.
+    """
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        complete = False
+
+        async def send_and_note(message: Any) -> None:
+            nonlocal complete
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True
+            await send(message)
+
+        async def receive_until_complete() -> Any:
+            message = await receive()
+            if complete and message["type"] == "http.disconnect":
+                await trio.sleep_forever()
+            return message
+
+        await self.app(scope, receive_until_complete, send_and_note)
+
+
+def _hypercorn_config(config: Config) -> HypercornConfig:
+    hyper = HypercornConfig()
+    host = config.server_host
+    hyper.bind = [
+        f"[{host}]:{config.server_port}" if ":" in host else f"{host}:{config.server_port}"
+    ]
+    hyper.graceful_timeout = HTTP_GRACE
+    hyper.logger_class = HypercornLogger
+    hyper.accesslog = None
+    hyper.errorlog = None
+    return hyper
+
+
+async def run_node(
+    processor: Processor,
+    *,
+    http: bool = True,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``processor`` (and its HTTP API when ``http``) until a signal stops it.
+
+    The first SIGINT or SIGTERM starts a graceful shutdown (see :meth:`Processor.shutdown`):
+    the API answers 503 to submissions and ``shutting_down`` on ``/health`` while running
+    jobs get ``shutdown_timeout`` to finish; queued jobs are abandoned (and logged). A second
+    signal cancels the running jobs at once. Returns once everything has stopped.
+    ``task_status.started()`` receives the URLs the API listens on (none without ``http``).
+
+    Configure logging first (the processor decides at construction what it logs).
+
+    Raises:
+        OSError: the HTTP address cannot be listened on.
+    """
+    log = structlog.get_logger("trio_tasks")
+    config = processor.config
+    registry = processor.registry
+    # Opened first, so that a signal arriving during start-up is handled like any other.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as outer:
+            outer.start_soon(_watch_signals, signals, processor, config, log)
+            async with trio.open_nursery() as node:
+                await node.start(processor.run)
+                urls: list[str] = []
+                if http:
+                    urls = await node.start(serve, processor, config)
+                log.info(
+                    "trio-tasks started",
+                    mode="serve" if http else "worker",
+                    workers=config.workers,
+                    max_concurrency=config.max_concurrency,
+                    broker=_redact(config.broker_url),
+                    job_types=registry.names(),
+                    urls=urls,
+                )
+                task_status.started(urls)
+            # Processor and HTTP server are done: the signal watcher is all that is left.
+            outer.cancel_scope.cancel()
+    log.info("trio-tasks stopped", abandoned=len(processor.abandoned))
+
+
+async def _watch_signals(signals: Any, processor: Processor, config: Config, log: Any) -> None:
+    received = 0
+    async for signum in signals:
+        received += 1
+        name = signal.Signals(signum).name
+        if received == 1:
+            log.info(
+                "shutdown requested",
+                signal=name,
+                grace=format_duration(config.shutdown_timeout),
+            )
+            processor.shutdown()
+        else:
+            log.warning("second signal: cancelling running jobs now", signal=name)
+            processor.shutdown(grace=0)
+
+
+def _redact(url: str) -> str:
+    # A broker URL may carry a password (redis://:secret@host): never log it.
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"

@@ -1,0 +1,175 @@
+"""The Redis broker's view of its connection: URL options, health, and retrying with backoff.
+
+coredis reconnects by itself on the next command; what this module adds is the node's memory
+of whether Redis answers (``/health`` reports it), how long it has answered without a break
+(the reaper waits for that, see :attr:`RedisLink.stable_for`), and capped exponential backoff
+for the loops that must keep trying.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import attrs
+import coredis.exceptions
+import trio
+
+from .._durations import parse_duration
+from .._errors import BrokerUnavailable, InvalidValue
+from ._redis_keys import valid_namespace
+
+T = TypeVar("T")
+
+#: Errors that mean "Redis did not answer", not "Redis refused": retrying may help.
+#: (``BusyLoadingError``, a server still loading its data, is a ``ConnectionError``.)
+TRANSIENT: tuple[type[BaseException], ...] = (
+    coredis.exceptions.ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every error of an exception group) is a lost or refused connection."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_transient(inner) for inner in exc.exceptions)
+    return isinstance(exc, TRANSIENT)
+
+
+@attrs.frozen
+class RedisOptions:
+    """What a broker URL says beyond coredis' own options."""
+
+    client_url: str
+    namespace: str | None
+    lease: float | None
+
+
+def parse_redis_url(url: str) -> RedisOptions:
+    """Split our query parameters (``namespace``, ``lease``) off a ``redis://`` URL.
+
+    The rest (scheme, password, host, port, db and coredis' own parameters) is left for
+    :meth:`coredis.Redis.from_url`.
+
+    Raises:
+        InvalidValue: an unsupported scheme, a bad namespace or lease.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise InvalidValue(f"broker URL {url!r}: expected redis://, rediss:// or unix://")
+    kept: list[tuple[str, str]] = []
+    namespace: str | None = None
+    lease: float | None = None
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "namespace":
+            if not valid_namespace(value):
+                raise InvalidValue(
+                    f"broker URL namespace {value!r}: expected 1-64 letters, digits or _.-"
+                )
+            namespace = value
+        elif name == "lease":
+            lease = parse_duration(value, name="broker URL lease")
+            if lease < 0.1:
+                raise InvalidValue(f"broker URL lease {value!r}: expected a duration >= 100ms")
+        else:
+            kept.append((name, value))
+    client_url = urlunsplit(parts._replace(query=urlencode(kept)))
+    return RedisOptions(client_url, namespace, lease)
+
+
+class RedisLink:
+    """Whether Redis answers, as the calls of one node see it.
+
+    Every call reports its outcome with :meth:`failed` or :meth:`succeeded`; the first failure
+    after a success makes :attr:`reason` say why (``GET /health`` turns 503), the first success
+    after failures clears it.
+    """
+
+    def __init__(self, log: Any, *, retry_cap: float = 2.0, retry_base: float = 0.05) -> None:
+        self._log = log
+        self.retry_cap = retry_cap
+        self.retry_base = retry_base
+        #: ``None`` while Redis answers; otherwise why not.
+        self.reason: str | None = None
+        self._up_since: float | None = None
+        self._failures = 0
+        self.closed = False
+
+    def failed(self, exc: BaseException) -> None:
+        """Record a failed call (a transient error)."""
+        self._failures += 1
+        first = self.reason is None
+        self.reason = f"redis unreachable: {_describe(exc)}"
+        self._up_since = None
+        if first:
+            self._log.warning("redis connection lost", error=self.reason)
+
+    def succeeded(self) -> None:
+        """Record a call that got its answer."""
+        if self._up_since is None:
+            self._up_since = trio.current_time()
+        if self.reason is not None:
+            self._log.warning("redis connection restored", after_failures=self._failures)
+            self.reason = None
+        self._failures = 0
+
+    @property
+    def stable_for(self) -> float:
+        """Seconds since Redis last started answering this node (0 while it does not)."""
+        if self._up_since is None or self.reason is not None:
+            return 0.0
+        return trio.current_time() - self._up_since
+
+    def backoff(self) -> float:
+        """The pause before the next try: exponential in the failures so far, capped, jittered."""
+        exponent = min(self._failures, 16)
+        cap = min(self.retry_cap, self.retry_base * (2**exponent))
+        return random.uniform(cap / 2, cap)
+
+    async def once(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` once; a transient error becomes :class:`BrokerUnavailable`."""
+        if self.closed:
+            raise BrokerUnavailable("the Redis broker is not running")
+        try:
+            result = await call()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self.failed(exc)
+            raise BrokerUnavailable(self.reason or "redis unreachable") from None
+        self.succeeded()
+        return result
+
+    async def retry(self, call: Callable[[], Awaitable[T]], *, budget: float | None = None) -> T:
+        """Run ``call`` until it gets an answer, pausing with backoff after transient errors.
+
+        Raises:
+            BrokerUnavailable: ``budget`` seconds passed without an answer, or the broker
+                stopped.
+        """
+        deadline = float("inf") if budget is None else trio.current_time() + budget
+        while True:
+            if self.closed:
+                raise BrokerUnavailable("the Redis broker is not running")
+            try:
+                result = await call()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self.failed(exc)
+                pause = self.backoff()
+                if trio.current_time() + pause > deadline:
+                    raise BrokerUnavailable(self.reason or "redis unreachable") from None
+                await trio.sleep(pause)
+                continue
+            self.succeeded()
+            return result
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        return _describe(exc.exceptions[0])
+    return str(exc) or type(exc).__name__

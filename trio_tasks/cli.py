@@ -1,0 +1,370 @@
+"""The ``trio-tasks`` command: run a node (``serve``, ``worker``) or talk to one (``submit``,
+``status``, ``stats``).
+
+Exit status: 0 on success and after a signal-initiated shutdown; 1 when a client command gets
+an error answer, a waited-for job does not complete, or a node fails at run time; 2 for bad
+usage or configuration (one line on stderr naming the flag or variable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import attrs
+import structlog
+import trio
+
+from ._config import SETTINGS, Config, Setting
+from ._demo import demo_registry
+from ._durations import format_duration
+from ._errors import InvalidValue
+from ._logging import configure_logging
+from ._processor import Processor
+from ._registry import TaskRegistry
+from ._serve import run_node
+
+#: Where client commands find the server unless ``--url`` or ``TRIO_TASKS_URL`` says otherwise.
+DEFAULT_URL = "http://127.0.0.1:8080"
+_FINAL = frozenset({"completed", "failed", "cancelled"})
+_DURATIONS = frozenset(
+    {"job_timeout", "retry_delay", "retry_max_delay", "shutdown_timeout", "result_ttl"}
+)
+_HTTP_ONLY = frozenset({"server_host", "server_port", "max_body_size"})
+#: Seconds of each long-poll of ``submit --wait``.
+_WAIT_STEP = "30s"
+
+
+class _UsageError(Exception):
+    """Bad flags, configuration or arguments: one line on stderr, exit status 2."""
+
+
+class _ClientError(Exception):
+    """A client command failed (unreachable server, error answer): exit status 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``trio-tasks`` command line with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns the exit status.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.run(args)
+    except _UsageError as exc:
+        print(f"trio-tasks: error: {exc}", file=sys.stderr)
+        return 2
+    except _ClientError as exc:
+        print(f"trio-tasks: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+# -- the parser ------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trio-tasks",
+        description="A task processing system on Trio: priorities, timeouts, retries, HTTP API.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP API and the workers",
+        description="Run the HTTP API and the workers in one process. Every flag can also be "
+        "given as the environment variable shown; flags win.",
+    )
+    _add_settings(serve, http=True)
+    serve.set_defaults(run=partial(_run_node, http=True))
+
+    worker = commands.add_parser(
+        "worker",
+        help="run workers only (no HTTP), for a shared broker",
+        description="Run workers without the HTTP API; useful with BROKER_URL=redis://... so "
+        "that other nodes accept the jobs. Every flag can also be given as the environment "
+        "variable shown; flags win.",
+    )
+    _add_settings(worker, http=False)
+    worker.set_defaults(run=partial(_run_node, http=False))
+
+    submit = commands.add_parser("submit", help="submit a job to a running server")
+    submit.add_argument("type", help="job type, e.g. email")
+    submit.add_argument("--priority", help="low, normal, high or urgent (default normal)")
+    submit.add_argument("--payload", help='the job\'s payload, a JSON object: \'{"to": "x"}\'')
+    submit.add_argument("--timeout", help="the job's timeout, e.g. 30s")
+    submit.add_argument("--retries", help="retries after the first attempt")
+    submit.add_argument("--delay", help="run no sooner than this from now, e.g. 10s")
+    submit.add_argument("--job-id", help="your own id: submitting it again returns that job")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the job to finish and print it; exit 1 unless it completed",
+    )
+    _add_url(submit)
+    submit.set_defaults(run=_submit)
+
+    status = commands.add_parser("status", help="show one job of a running server")
+    status.add_argument("job_id", metavar="JOB_ID")
+    _add_url(status)
+    status.set_defaults(run=_status)
+
+    stats = commands.add_parser("stats", help="show the statistics of a running server")
+    _add_url(stats)
+    stats.set_defaults(run=_stats)
+    return parser
+
+
+def _add_settings(parser: argparse.ArgumentParser, *, http: bool) -> None:
+    defaults = Config()
+    for setting in SETTINGS:
+        if not http and setting.field in _HTTP_ONLY:
+            continue
+        default = getattr(defaults, setting.field)
+        if setting.field in _DURATIONS:
+            default = format_duration(default)
+        elif default is None:
+            default = "the built-in demo job types"
+        parser.add_argument(
+            setting.flag,
+            dest=setting.field,
+            metavar=setting.env,
+            default=None,
+            help=f"{setting.help} (default: {default})",
+        )
+
+
+def _add_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("TRIO_TASKS_URL") or DEFAULT_URL,
+        help=f"the server (default: $TRIO_TASKS_URL or {DEFAULT_URL})",
+    )
+
+
+# -- serve and worker ------------------------------------------------------------------------
+
+
+def _run_node(args: argparse.Namespace, *, http: bool) -> int:
+    flags = {s.field: getattr(args, s.field, None) for s in SETTINGS}
+    config = load_config(os.environ, flags)
+    registry = load_registry(config.tasks_app, "--app" if flags["tasks_app"] else "TASKS_APP")
+    configure_logging(config.log_level, config.log_format)
+    log = structlog.get_logger("trio_tasks")
+    try:
+        processor = Processor(registry, config)
+    except InvalidValue as exc:
+        raise _UsageError(f"BROKER_URL={config.broker_url!r}: {exc}") from None
+    if not http and config.broker_url.startswith("memory://"):
+        log.warning(
+            "worker with the memory:// broker: no other process can submit jobs to it",
+            hint="set BROKER_URL=redis://host:port/0 on this worker and on the API nodes",
+        )
+    try:
+        trio.run(partial(run_node, processor, http=http))
+    except BaseException as exc:
+        return _crashed(log, exc, config)
+    return 0
+
+
+def _crashed(log: Any, exc: BaseException, config: Config) -> int:
+    leaf = _only_leaf(exc)
+    if isinstance(leaf, KeyboardInterrupt):
+        # SIGINT landed before the signal handler was installed (start-up): a clean stop.
+        log.info("trio-tasks stopped", reason="interrupted during start-up")
+        return 0
+    if isinstance(leaf, OSError) and not isinstance(leaf, ConnectionError):
+        # Cannot listen (address in use, permission): a message, no traceback.
+        log.error(
+            "trio-tasks cannot start",
+            error=f"{type(leaf).__name__}: {leaf}",
+            address=f"{config.server_host}:{config.server_port}",
+        )
+        return 1
+    if not isinstance(leaf, Exception):
+        raise exc
+    log.error("trio-tasks crashed", error=f"{type(leaf).__name__}: {leaf}", exc_info=exc)
+    return 1
+
+
+def _only_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def load_config(environ: Mapping[str, str], flags: Mapping[str, str | None]) -> Config:
+    """Return the :class:`Config` from ``environ`` and raw flag values by field (flags win).
+
+    A variable overridden by a flag is not read at all, so a flag can stand in for a bad one.
+
+    Raises:
+        _UsageError: one line naming the flag or the variable, the value and what is expected.
+    """
+    overrides: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = flags.get(setting.field)
+        if raw is None:
+            continue
+        try:
+            overrides[setting.field] = setting.parse(raw)
+        except InvalidValue as exc:
+            raise _UsageError(f"{setting.flag}={raw!r}: {_strip_name(exc)}") from None
+    shadowed = {s.env for s in SETTINGS if s.field in overrides}
+    try:
+        base = Config.from_env({k: v for k, v in environ.items() if k not in shadowed})
+    except InvalidValue as exc:
+        raise _UsageError(str(exc)) from None
+    try:
+        return attrs.evolve(base, **overrides)
+    except InvalidValue as exc:
+        failed = _setting(getattr(exc, "field", None))
+        if failed is None:
+            raise _UsageError(str(exc)) from None
+        if failed.field in overrides:
+            name, raw = failed.flag, flags[failed.field]
+        else:
+            name, raw = failed.env, environ.get(failed.env)
+        raise _UsageError(f"{name}={raw!r}: {exc}") from None
+
+
+def _setting(field: str | None) -> Setting | None:
+    return next((s for s in SETTINGS if s.field == field), None)
+
+
+def _strip_name(exc: Exception) -> str:
+    # Parsers prefix messages with a generic name ("duration: ..."); the flag replaces it.
+    text = str(exc)
+    return text.split(": ", 1)[1] if text.startswith(("value: ", "duration: ")) else text
+
+
+def load_registry(spec: str | None, source: str = "TASKS_APP") -> TaskRegistry:
+    """Return the registry named by ``spec`` (``module:attribute``), or the demo registry.
+
+    The attribute may be a :class:`TaskRegistry` or a function returning one. The current
+    directory is importable, as with ``python -m``.
+
+    Raises:
+        _UsageError: the module cannot be imported, the attribute is missing, is not a
+            registry, or has no job types; the message names ``source``.
+    """
+    if spec is None:
+        return demo_registry()
+    where = f"{source}={spec!r}"
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name.strip() or not attribute.strip():
+        raise _UsageError(f"{where}: expected module:attribute, e.g. myapp.tasks:registry")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = importlib.import_module(module_name.strip())
+    except ImportError as exc:
+        raise _UsageError(f"{where}: cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:
+        raise _UsageError(
+            f"{where}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    for part in attribute.strip().split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise _UsageError(f"{where}: {module_name!r} has no attribute {attribute!r}") from None
+    if not isinstance(target, TaskRegistry) and callable(target):
+        try:
+            target = target()
+        except Exception as exc:
+            raise _UsageError(f"{where}: calling it failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(target, TaskRegistry):
+        raise _UsageError(
+            f"{where}: expected a trio_tasks.TaskRegistry, got {type(target).__name__}"
+        )
+    if not len(target):
+        raise _UsageError(f"{where}: the registry has no job types")
+    return target
+
+
+# -- client commands -------------------------------------------------------------------------
+
+
+def _submit(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"type": args.type}
+    if args.payload is not None:
+        try:
+            payload = json.loads(args.payload)
+        except json.JSONDecodeError as exc:
+            raise _UsageError(f"--payload: malformed JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise _UsageError(f"--payload: expected a JSON object, got {args.payload!r}")
+        body["payload"] = payload
+    for name in ("priority", "timeout", "delay", "job_id"):
+        value = getattr(args, name)
+        if value is not None:
+            body[name] = value
+    if args.retries is not None:
+        if not args.retries.strip().isdigit():
+            raise _UsageError(f"--retries: expected an integer >= 0, got {args.retries!r}")
+        body["retries"] = int(args.retries)
+    answer = _call("POST", args.url, "/jobs", body)
+    if not args.wait:
+        _print(answer)
+        return 0
+    job_path = f"/jobs/{quote(answer['job_id'], safe='')}"
+    while True:
+        job = _call("GET", args.url, f"{job_path}?{urlencode({'wait': _WAIT_STEP})}")
+        if job.get("status") in _FINAL:
+            _print(job)
+            return 0 if job["status"] == "completed" else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    _print(_call("GET", args.url, f"/jobs/{quote(args.job_id, safe='')}"))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    _print(_call("GET", args.url, "/stats"))
+    return 0
+
+
+def _call(method: str, base: str, path: str, body: Any = None) -> Any:
+    url = base.rstrip("/") + path
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Accept", "application/json")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        # Long-polls last up to 30s; leave them room.
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        raise _ClientError(f"{method} {path}: HTTP {err.code}: {_error_text(err.read())}") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise _ClientError(f"cannot reach {base}: {reason}") from None
+    except json.JSONDecodeError:
+        raise _ClientError(f"{method} {path}: the answer is not JSON") from None
+
+
+def _error_text(raw: bytes) -> str:
+    try:
+        return str(json.loads(raw)["error"])
+    except (ValueError, KeyError, TypeError):
+        return raw.decode("utf-8", "replace").strip() or "(no message)"
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(value, indent=2))
