@@ -30,9 +30,12 @@ structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
 MakeProcessor = Callable[..., AbstractAsyncContextManager[trio_tasks.Processor]]
 
 
-@pytest.fixture(params=["memory://"])
+@pytest.fixture(params=["memory://", "redis://"])
 def broker_url(request: pytest.FixtureRequest) -> str:
     """The broker the behavioural tests run against (a URL for ``open_processor(broker=...)``)."""
+    if request.param == "redis://":
+        # A real redis-server and a namespace of this test's own (the Redis section below).
+        return str(request.getfixturevalue("redis_url"))
     return str(request.param)
 
 

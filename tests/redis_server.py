@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import trio
@@ -21,7 +22,22 @@ import trio
 #: ``TRIO_TASKS_REQUIRE_REDIS=1`` (set by ``.ci/run``): a missing server fails, not skips.
 REQUIRE_REDIS = os.environ.get("TRIO_TASKS_REQUIRE_REDIS", "") not in ("", "0")
 #: Use this server instead of starting one (tests that restart Redis still start their own).
+#: It must accept the tests without a password (:func:`command` does not authenticate).
 EXTERNAL_URL = os.environ.get("TRIO_TASKS_TEST_REDIS_URL", "")
+
+
+def address(url: str) -> tuple[str, int]:
+    """The ``(host, port)`` of a ``redis://`` URL."""
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 6379
+
+
+def through(url: str, port: int) -> str:
+    """``url`` with its host and port replaced by ``127.0.0.1:port`` (a :class:`TcpProxy`)."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def redis_binary() -> str | None:
@@ -134,11 +150,11 @@ class RedisServer:
             self.process.stderr.close()
 
 
-def command(port: int, *args: str, timeout: float = 5.0) -> Any:
-    """Send one command to Redis on ``port`` and return the parsed reply (a tiny blocking
+def command(host: str, port: int, *args: str, timeout: float = 5.0) -> Any:
+    """Send one command to Redis at ``host:port`` and return the parsed reply (a tiny blocking
     RESP client for assertions from plain, non-Trio code)."""
     payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(payload.encode())
         reader = sock.makefile("rb")
         return _parse_reply(reader)
@@ -166,13 +182,15 @@ def _parse_reply(reader: Any) -> Any:
 
 
 class TcpProxy:
-    """A TCP relay to ``127.0.0.1:target_port`` that a test can :meth:`cut` (every connection
-    is dropped and new ones are refused, as in a network partition) and :meth:`heal`.
+    """A TCP relay on ``127.0.0.1`` to ``target_host:target_port`` that a test can
+    :meth:`cut` (every connection is dropped and new ones are refused, as in a network
+    partition) and :meth:`heal`.
 
     Run it with ``port = await nursery.start(proxy.run)``.
     """
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target_host = target_host
         self.target_port = target_port
         self.port = 0
         self.blocked = False
@@ -198,7 +216,7 @@ class TcpProxy:
         async with client:
             if self.blocked:
                 return
-            server = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+            server = await trio.open_tcp_stream(self.target_host, self.target_port)
             async with server:
                 with trio.CancelScope() as scope:
                     self._scopes.add(scope)

@@ -78,7 +78,7 @@ async def test_free_worker_takes_the_highest_priority_first(
     make_processor: MakeProcessor, behaviour_clock: Any
 ) -> None:
     lab = Lab()
-    submissions = [
+    submissions: list[tuple[str, Priority | str | int]] = [
         ("low-1", "low"),
         ("normal-1", "normal"),
         ("urgent-1", "urgent"),
@@ -315,6 +315,20 @@ async def test_cancelling_a_running_job_cancels_its_scope_and_never_retries_it(
     assert stats.running == 0
     (worker,) = stats.workers
     assert (worker.processed, worker.succeeded) == (2, 1)
+
+
+async def test_unknown_ids_are_not_found(
+    make_processor: MakeProcessor, behaviour_clock: Any
+) -> None:
+    lab = Lab()
+    with trio.fail_after(LIMIT):
+        async with make_processor(lab.tasks, workers=1) as processor:
+            with pytest.raises(JobNotFound, match="job 'nope' not found"):
+                await processor.get("nope")
+            with pytest.raises(JobNotFound):
+                await processor.wait("nope")
+            with pytest.raises(JobNotFound):
+                await processor.cancel("nope")
 
 
 # -- admission -------------------------------------------------------------------------------

@@ -89,6 +89,8 @@ async def test_hypercorn_logs_go_through_structlog(out: io.StringIO) -> None:
     await logger.info("Running on %s (CTRL + C to quit)", "http://127.0.0.1:8080")
     scope = {"method": "POST", "path": "/jobs", "client": ("127.0.0.1", 5000)}
     await logger.access(scope, {"status": 202}, 0.0012)
+    # hypercorn reports each request a second time without its response: not a second line.
+    await logger.access(scope, None, 0.0013)
     first, second = lines(out)
     assert first["msg"] == "Running on http://127.0.0.1:8080 (CTRL + C to quit)"
     assert first["logger"] == "hypercorn"
@@ -113,7 +115,7 @@ def test_console_format_is_for_people(out: io.StringIO) -> None:
     text = out.getvalue()
     assert "job started" in text
     assert "job_id=j1" in text
-    assert not text.startswith("{")
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z \[info", text)
     assert "\x1b[" not in text  # no colours when not writing to a terminal
 
 

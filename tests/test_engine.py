@@ -7,6 +7,7 @@ delay.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -20,11 +21,16 @@ import trio
 import trio.testing
 
 from trio_tasks import (
+    Config,
     Job,
     JobContext,
+    JobError,
     JobNotFound,
     JobStatus,
+    Percentiles,
+    PermanentError,
     Priority,
+    Processor,
     QueueFull,
     Retry,
     ShuttingDown,
@@ -72,7 +78,9 @@ def capturing_logger() -> tuple[Any, structlog.testing.CapturingLogger]:
 # -- delayed jobs ----------------------------------------------------------------------------
 
 
-async def test_a_delayed_job_waits_scheduled_and_starts_on_time(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_delayed_job_waits_scheduled_and_starts_on_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
     started: list[float] = []
 
@@ -161,7 +169,9 @@ async def test_due_delayed_jobs_run_by_priority(autojump_clock: trio.testing.Moc
 # -- timeouts --------------------------------------------------------------------------------
 
 
-async def test_a_timeout_fails_the_attempt_at_the_deadline(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_timeout_fails_the_attempt_at_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
     cancelled_at: list[float] = []
 
@@ -186,7 +196,9 @@ async def test_a_timeout_fails_the_attempt_at_the_deadline(autojump_clock: trio.
     assert done.completed_at == at(done.created_at + 5)
 
 
-async def test_timeouts_are_retried_with_backoff_then_fail(autojump_clock: trio.testing.MockClock) -> None:
+async def test_timeouts_are_retried_with_backoff_then_fail(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
 
     @tasks.task("stuck")
@@ -219,7 +231,9 @@ async def test_timeouts_are_retried_with_backoff_then_fail(autojump_clock: trio.
     assert done.error.message == "timed out after 5s"
 
 
-async def test_per_job_timeout_beats_per_type_beats_default(autojump_clock: trio.testing.MockClock) -> None:
+async def test_per_job_timeout_beats_per_type_beats_default(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
 
     @tasks.task("plain")
@@ -258,7 +272,31 @@ async def test_per_job_timeout_beats_per_type_beats_default(autojump_clock: trio
         assert timeline.times(jobs[name].id, "failed") == [at(t0 + seconds)]
 
 
-async def test_a_job_finishing_before_its_timeout_completes(autojump_clock: trio.testing.MockClock) -> None:
+async def test_the_timeout_counts_from_the_start_of_the_attempt(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tasks = TaskRegistry()
+
+    @tasks.task("slow", timeout="5s", retries=0)
+    async def slow(ctx: JobContext) -> None:
+        await trio.sleep(ctx.payload["seconds"])
+
+    timeline = Timeline()
+    async with open_processor(tasks, workers=1) as processor:
+        processor.add_listener(timeline)
+        t0 = trio.current_time()
+        first = await processor.submit("slow", {"seconds": 4})
+        second = await processor.submit("slow", {"seconds": 6})
+        done = [await processor.wait(first.id), await processor.wait(second.id)]
+    assert [job.status for job in done] == [JobStatus.COMPLETED, JobStatus.FAILED]
+    # The second job waited 4 s in the queue, then had its full 5 s.
+    assert timeline.times(second.id, "started") == [at(t0 + 4)]
+    assert timeline.times(second.id, "failed") == [at(t0 + 9)]
+
+
+async def test_a_job_finishing_before_its_timeout_completes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
 
     @tasks.task("slow", timeout="5s")
@@ -276,7 +314,9 @@ async def test_a_job_finishing_before_its_timeout_completes(autojump_clock: trio
 # -- backoff ---------------------------------------------------------------------------------
 
 
-async def test_retry_delays_are_the_seeded_full_jitter_backoff(autojump_clock: trio.testing.MockClock) -> None:
+async def test_retry_delays_are_the_seeded_full_jitter_backoff(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
 
     @tasks.task("broken", retries=8)
@@ -291,7 +331,7 @@ async def test_retry_delays_are_the_seeded_full_jitter_backoff(autojump_clock: t
         job = await processor.submit("broken")
         done = await processor.wait(job.id)
     starts = timeline.times(job.id, "started")
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     rng = random.Random(2024)
     assert gaps == [at(backoff_delay(n, 1.0, 20.0, rng)) for n in range(1, 9)]
     for n, gap in enumerate(gaps, start=1):
@@ -300,7 +340,9 @@ async def test_retry_delays_are_the_seeded_full_jitter_backoff(autojump_clock: t
     assert done.status is JobStatus.FAILED
 
 
-async def test_retry_delays_stay_within_their_jitter_bounds(autojump_clock: trio.testing.MockClock) -> None:
+async def test_retry_delays_stay_within_their_jitter_bounds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
 
     @tasks.task("flaky", retries=3)
@@ -335,7 +377,9 @@ async def test_retry_delays_stay_within_their_jitter_bounds(autojump_clock: trio
         assert max(observed) > 0.9 * cap
 
 
-async def test_retry_with_a_delay_waits_exactly_that_long(autojump_clock: trio.testing.MockClock) -> None:
+async def test_retry_with_a_delay_waits_exactly_that_long(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
 
     @tasks.task("later", retries=2)
@@ -385,7 +429,9 @@ async def test_a_waiting_retry_holds_no_worker(autojump_clock: trio.testing.Mock
 # -- cancellation on the memory broker -------------------------------------------------------
 
 
-async def test_jobs_cancelled_before_a_waking_worker_runs_free_their_slot(autojump_clock: trio.testing.MockClock) -> None:
+async def test_jobs_cancelled_before_a_waking_worker_runs_free_their_slot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     # A worker parked on an empty queue is handed the first submission's token before it runs;
     # cancelling and resubmitting in the same instant must neither crash nor leak a slot.
     tasks = TaskRegistry()
@@ -411,7 +457,9 @@ async def test_jobs_cancelled_before_a_waking_worker_runs_free_their_slot(autoju
     assert (stats.cancelled, stats.completed, stats.queue_size) == (3, 2, 0)
 
 
-async def test_cancelling_a_running_job_stops_it_at_once(autojump_clock: trio.testing.MockClock) -> None:
+async def test_cancelling_a_running_job_stops_it_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
 
     @tasks.task("long")
@@ -430,10 +478,53 @@ async def test_cancelling_a_running_job_stops_it_at_once(autojump_clock: trio.te
     assert done.completed_at == at(done.created_at + 10)
 
 
+async def test_errors_raised_in_a_handlers_nursery_keep_their_meaning(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tasks = TaskRegistry()
+
+    async def raise_in_child(exc: Exception) -> None:
+        async def child() -> None:
+            raise exc
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child)
+            nursery.start_soon(trio.sleep_forever)
+
+    @tasks.task("permanent", retries=3)
+    async def permanent(ctx: JobContext) -> None:
+        await raise_in_child(PermanentError("bad input"))
+
+    @tasks.task("retry", retries=1)
+    async def retry(ctx: JobContext) -> str:
+        if ctx.attempt == 1:
+            await raise_in_child(Retry(delay=7))
+        return "second time"
+
+    @tasks.task("plain", retries=0)
+    async def plain(ctx: JobContext) -> None:
+        await raise_in_child(KeyError("missing"))
+
+    timeline = Timeline()
+    async with open_processor(tasks, workers=3, retry_delay=0) as processor:
+        processor.add_listener(timeline)
+        t0 = trio.current_time()
+        jobs = [await processor.submit(name) for name in ("permanent", "retry", "plain")]
+        perm, again, plain_done = [await processor.wait(job.id) for job in jobs]
+    assert perm.status is JobStatus.FAILED
+    assert perm.attempts == 1
+    assert perm.error == JobError("bad input", "PermanentError")
+    assert timeline.times(again.id, "started") == [at(t0), at(t0 + 7)]
+    assert again.result == "second time"
+    assert plain_done.error == JobError("'missing'", "KeyError")
+
+
 # -- sync handlers ---------------------------------------------------------------------------
 
 
-async def test_sync_handlers_run_in_a_worker_thread(autojump_clock: trio.testing.MockClock) -> None:
+async def test_sync_handlers_run_in_a_worker_thread(mock_clock: trio.testing.MockClock) -> None:
+    # A stopped MockClock: with the autojump clock, virtual time would race the real thread to
+    # its timeout.
     tasks = TaskRegistry()
     loop_thread = threading.get_ident()
     threads: list[int] = []
@@ -483,7 +574,7 @@ async def test_a_timed_out_sync_handler_fails_and_its_thread_is_abandoned(
         return "too late"
 
     @tasks.task("quick")
-    def quick(ctx: JobContext) -> str:
+    async def quick(ctx: JobContext) -> str:
         return "quick"
 
     async with open_processor(tasks, workers=1) as processor:
@@ -501,6 +592,32 @@ async def test_a_timed_out_sync_handler_fails_and_its_thread_is_abandoned(
     assert done.error.message == "timed out after 5s"
     assert after.result is None  # the late return value is thrown away
     assert after.status is JobStatus.FAILED
+
+
+async def test_cancelling_a_running_sync_handler_frees_its_worker_at_once(
+    gate: threading.Event, mock_clock: trio.testing.MockClock
+) -> None:
+    tasks = TaskRegistry()
+    entered = threading.Event()
+
+    @tasks.task("blocking")
+    def blocking(ctx: JobContext) -> None:
+        entered.set()
+        gate.wait(30)
+
+    @tasks.task("quick")
+    async def quick(ctx: JobContext) -> str:
+        return "quick"
+
+    async with open_processor(tasks, workers=1) as processor:
+        job = await processor.submit("blocking")
+        await trio.to_thread.run_sync(entered.wait, 10)
+        assert (await processor.cancel(job.id)).status is JobStatus.RUNNING
+        done = await processor.wait(job.id)
+        assert (await processor.wait((await processor.submit("quick")).id)).result == "quick"
+        gate.set()
+    assert done.status is JobStatus.CANCELLED
+    assert done.attempts == 1
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -538,7 +655,9 @@ async def test_a_result_that_is_not_json_fails_the_job_clearly(
 # -- retention -------------------------------------------------------------------------------
 
 
-async def test_finished_jobs_are_kept_for_the_result_ttl(autojump_clock: trio.testing.MockClock) -> None:
+async def test_finished_jobs_are_kept_for_the_result_ttl(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
 
     @tasks.task("quick")
@@ -567,7 +686,9 @@ async def test_finished_jobs_are_kept_for_the_result_ttl(autojump_clock: trio.te
         await processor.wait(waiting.id)
 
 
-async def test_at_most_result_max_jobs_finished_jobs_are_kept(autojump_clock: trio.testing.MockClock) -> None:
+async def test_at_most_result_max_jobs_finished_jobs_are_kept(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
 
     @tasks.task("quick")
@@ -623,7 +744,9 @@ async def test_queue_wait_and_run_time_percentiles(autojump_clock: trio.testing.
     assert stats.uptime == at(205)
 
 
-async def test_workers_report_their_state_and_counts(autojump_clock: trio.testing.MockClock) -> None:
+async def test_workers_report_their_state_and_counts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
 
     @tasks.task("work", retries=1)
@@ -675,7 +798,9 @@ async def test_listeners_see_every_event_in_order(autojump_clock: trio.testing.M
     ]
 
 
-async def test_progress_is_visible_while_the_job_runs(autojump_clock: trio.testing.MockClock) -> None:
+async def test_progress_is_visible_while_the_job_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
 
     @tasks.task("steps")
@@ -703,7 +828,7 @@ async def test_leaving_the_block_drains_gracefully(autojump_clock: trio.testing.
 
     @tasks.task("work")
     async def work(ctx: JobContext) -> str:
-        name = ctx.payload["name"]
+        name = str(ctx.payload["name"])
         ran.append(name)
         await trio.sleep(ctx.payload["seconds"])
         try:
@@ -745,7 +870,9 @@ async def test_leaving_the_block_drains_gracefully(autojump_clock: trio.testing.
     assert sorted(warnings[0].kwargs["job_ids"]) == sorted(p.abandoned)
 
 
-async def test_leaving_an_idle_processor_takes_no_time(autojump_clock: trio.testing.MockClock) -> None:
+async def test_leaving_an_idle_processor_takes_no_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
 
     @tasks.task("quick")
@@ -760,7 +887,9 @@ async def test_leaving_an_idle_processor_takes_no_time(autojump_clock: trio.test
     assert [w.state for w in processor.workers()] == ["stopped"] * 4
 
 
-async def test_leaving_with_an_error_cancels_running_jobs_at_once(autojump_clock: trio.testing.MockClock) -> None:
+async def test_leaving_with_an_error_cancels_running_jobs_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
     unwound: list[float] = []
 
@@ -784,7 +913,9 @@ async def test_leaving_with_an_error_cancels_running_jobs_at_once(autojump_clock
     assert holder["p"].abandoned == [job.id]
 
 
-async def test_shutdown_with_a_shorter_grace_tightens_the_deadline(autojump_clock: trio.testing.MockClock) -> None:
+async def test_shutdown_with_a_shorter_grace_tightens_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     tasks = TaskRegistry()
 
     @tasks.task("long")
@@ -792,17 +923,36 @@ async def test_shutdown_with_a_shorter_grace_tightens_the_deadline(autojump_cloc
         await trio.sleep(100)
 
     async with trio.open_nursery() as nursery:
-        from trio_tasks import Config, Processor
-
         processor = Processor(tasks, Config(workers=1, shutdown_timeout=60))
         await nursery.start(processor.run)
         t0 = trio.current_time()
         job = await processor.submit("long")
+        await trio.testing.wait_all_tasks_blocked()
         processor.shutdown()
         await trio.sleep(5)
         processor.shutdown(grace=2)
         await processor.wait_stopped()
     assert trio.current_time() == at(t0 + 7)
+    assert processor.abandoned == [job.id]
+
+
+async def test_a_processor_without_workers_only_produces(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tasks = TaskRegistry()
+    ran: list[str] = []
+
+    @tasks.task("quick")
+    async def quick(ctx: JobContext) -> None:
+        ran.append(ctx.job.id)
+
+    async with open_processor(tasks, workers=0) as processor:
+        job = await processor.submit("quick")
+        await trio.sleep(3600)
+        assert (await processor.get(job.id)).status is JobStatus.PENDING
+        assert processor.workers() == ()
+        assert (await processor.stats()).queue_size == 1
+    assert ran == []
     assert processor.abandoned == [job.id]
 
 
@@ -831,8 +981,6 @@ async def test_queue_full_is_raised_without_waiting(autojump_clock: trio.testing
 
 
 def test_latency_percentiles_are_nearest_rank() -> None:
-    from trio_tasks import Percentiles
-
     p = Percentiles.of(range(1, 101))
     assert (p.count, p.p50, p.p90, p.p99, p.max) == (100, 50, 90, 99, 100)
     assert Percentiles.of([]).p50 is None

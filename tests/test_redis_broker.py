@@ -9,6 +9,7 @@ each with its own broker and connection pool, exactly as separate processes woul
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from trio_tasks._config import Config
 from trio_tasks._errors import BrokerUnavailable, InvalidValue
 from trio_tasks._job import Job, job_to_record
 from trio_tasks._processor import make_broker
+from trio_tasks._request import new_job_id
 from trio_tasks.brokers._redis import RedisBroker
 from trio_tasks.brokers._redis_keys import RECORD_FIELDS, RedisKeys
 from trio_tasks.brokers._redis_link import parse_redis_url
@@ -86,8 +88,7 @@ def recording_registry(runs: list[str]) -> trio_tasks.TaskRegistry:
 
 
 def new_job(job_type: str = "noop", priority: Priority = Priority.NORMAL) -> Job:
-    from trio_tasks._request import new_job_id
-
+    """A job as the processor would build it, for tests driving a broker directly."""
     return Job(
         id=new_job_id(),
         type=job_type,
@@ -95,14 +96,8 @@ def new_job(job_type: str = "noop", priority: Priority = Priority.NORMAL) -> Job
         payload={},
         max_attempts=4,
         timeout=60.0,
-        created_at=trio_tasks_now(),
+        created_at=time.time(),
     )
-
-
-def trio_tasks_now() -> float:
-    import time
-
-    return time.time()
 
 
 async def until(predicate: Any, timeout: float = 10.0, step: float = 0.01) -> None:
@@ -155,34 +150,36 @@ async def test_records_queues_and_retention_follow_the_documented_layout(redis_u
     ns = parse_redis_url(redis_url).namespace
     keys = RedisKeys.for_namespace(ns or "default")
     with trio.fail_after(20):
-        async with raw_client(redis_url) as redis:
-            async with node(registry, redis_url, workers=0, result_ttl=30) as producer:
-                urgent = await producer.submit("noop", priority="urgent")
-                normal = await producer.submit("noop")
-                later = await producer.submit("noop", delay=60)
-                assert await redis.lrange(keys.queue(Priority.URGENT), 0, -1) == [urgent.id]
-                assert await redis.lrange(keys.queue(Priority.NORMAL), 0, -1) == [normal.id]
-                assert later.run_at is not None
-                assert await redis.zscore(keys.scheduled, later.id) == pytest.approx(later.run_at)
-                stored = await redis.hgetall(keys.job(normal.id))
-                assert stored["status"] == '"pending"'
-                assert stored["v"] == "1"
-                assert stored["payload"] == "{}"
-                assert (await producer.stats()).scheduled == 1
-                async with node(registry, redis_url, workers=1, result_ttl=30) as worker:
-                    done = await worker.wait(urgent.id)
-                    await worker.wait(normal.id)
-                    assert done.status is JobStatus.COMPLETED
-                    assert done.result == urgent.id
-                    assert runs == [urgent.id, normal.id]
-                    assert 0 < await redis.pttl(keys.job(urgent.id)) <= 30_000
-                    assert await redis.zscore(keys.finished, urgent.id) is not None
-                    assert await redis.zcard(keys.running) == 0
-                    listed = await worker.list_jobs(limit=10)
-                    assert [j.id for j in listed] == [later.id, normal.id, urgent.id]
-                    assert [j.id for j in await worker.list_jobs(status="scheduled")] == [later.id]
-                    await worker.cancel(later.id)
-                    assert await redis.zcard(keys.scheduled) == 0
+        async with (
+            raw_client(redis_url) as redis,
+            node(registry, redis_url, workers=0, result_ttl=30) as producer,
+        ):
+            urgent = await producer.submit("noop", priority="urgent")
+            normal = await producer.submit("noop")
+            later = await producer.submit("noop", delay=60)
+            assert await redis.lrange(keys.queue(Priority.URGENT), 0, -1) == [urgent.id]
+            assert await redis.lrange(keys.queue(Priority.NORMAL), 0, -1) == [normal.id]
+            assert later.run_at is not None
+            assert await redis.zscore(keys.scheduled, later.id) == pytest.approx(later.run_at)
+            stored = await redis.hgetall(keys.job(normal.id))
+            assert stored["status"] == '"pending"'
+            assert stored["v"] == "1"
+            assert stored["payload"] == "{}"
+            assert (await producer.stats()).scheduled == 1
+            async with node(registry, redis_url, workers=1, result_ttl=30) as worker:
+                done = await worker.wait(urgent.id)
+                await worker.wait(normal.id)
+                assert done.status is JobStatus.COMPLETED
+                assert done.result == urgent.id
+                assert runs == [urgent.id, normal.id]
+                assert 0 < await redis.pttl(keys.job(urgent.id)) <= 30_000
+                assert await redis.zscore(keys.finished, urgent.id) is not None
+                assert await redis.zcard(keys.running) == 0
+                listed = await worker.list_jobs(limit=10)
+                assert [j.id for j in listed] == [later.id, normal.id, urgent.id]
+                assert [j.id for j in await worker.list_jobs(status="scheduled")] == [later.id]
+                await worker.cancel(later.id)
+                assert await redis.zcard(keys.scheduled) == 0
 
 
 async def test_finished_jobs_are_evicted_beyond_result_max_jobs(redis_url: str) -> None:
@@ -259,15 +256,13 @@ async def test_priority_is_strict_across_nodes_and_fifo_within_one(redis_url: st
 async def test_a_partitioned_node_loses_its_lease_and_cannot_record_the_job(
     redis_server_url: str, redis_url: str
 ) -> None:
-    from redis_server import TcpProxy
+    from redis_server import TcpProxy, address, through
 
-    namespace = parse_redis_url(redis_url).namespace
-    port = int(redis_server_url.rsplit(":", 1)[1].split("/")[0])
-    proxy = TcpProxy(port)
+    proxy = TcpProxy(*address(redis_server_url))
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             proxy_port = await nursery.start(proxy.run)
-            via_proxy = f"redis://127.0.0.1:{proxy_port}/0?namespace={namespace}"
+            via_proxy = through(redis_url, proxy_port)
             a = RedisBroker(via_proxy, lease=1.0, retry_cap=0.2)
             b = RedisBroker(redis_url, lease=1.0, retry_cap=0.2)
             async with running(a), running(b):
@@ -305,14 +300,13 @@ async def test_a_partitioned_node_loses_its_lease_and_cannot_record_the_job(
 async def test_a_lost_lease_on_the_last_attempt_fails_the_job(
     redis_server_url: str, redis_url: str
 ) -> None:
-    from redis_server import TcpProxy
+    from redis_server import TcpProxy, address, through
 
-    namespace = parse_redis_url(redis_url).namespace
-    proxy = TcpProxy(int(redis_server_url.rsplit(":", 1)[1].split("/")[0]))
+    proxy = TcpProxy(*address(redis_server_url))
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             proxy_port = await nursery.start(proxy.run)
-            via_proxy = f"redis://127.0.0.1:{proxy_port}/0?namespace={namespace}"
+            via_proxy = through(redis_url, proxy_port)
             async with running(RedisBroker(via_proxy, lease=0.5, retry_cap=0.1)) as doomed:
                 job = new_job()
                 job.max_attempts = 1
@@ -406,6 +400,53 @@ async def test_cancel_on_one_node_stops_the_job_running_on_another(redis_url: st
                 await api.cancel(job.id)
             with pytest.raises(trio_tasks.JobNotFound):
                 await api.cancel("no-such-job")
+
+
+async def test_a_cancellation_whose_message_was_lost_still_reaches_the_node(
+    redis_url: str,
+) -> None:
+    started = trio.Event()
+    registry = trio_tasks.TaskRegistry()
+
+    @registry.task("long")
+    async def long(ctx: trio_tasks.JobContext) -> None:
+        started.set()
+        await trio.sleep(60)
+
+    keys = RedisKeys.for_namespace(parse_redis_url(redis_url).namespace or "")
+    with trio.fail_after(20):
+        async with (
+            raw_client(redis_url) as redis,
+            node(registry, redis_url, workers=1, lease=0.6) as p,
+        ):
+            job = await p.submit("long")
+            await started.wait()
+            # What the cancel function does, minus the PUBLISH (as if the message were lost
+            # while the node was reconnecting): the heartbeat finds the flag.
+            await redis.hset(keys.job(job.id), {"cxl": "1"})
+            final = await p.wait(job.id)
+    assert final.status is JobStatus.CANCELLED
+
+
+def test_connection_errors_are_told_apart_from_refusals() -> None:
+    import anyio
+    import coredis.exceptions as errors
+
+    from trio_tasks.brokers._redis_link import is_transient
+
+    assert is_transient(errors.ConnectionError("lost"))
+    assert is_transient(errors.BusyLoadingError("loading"))
+    assert is_transient(TimeoutError())
+    assert is_transient(
+        ExceptionGroup("x", [errors.ConnectionError(), anyio.ClosedResourceError()])
+    )
+    assert is_transient(
+        errors.ResponseError("READONLY You can't write against a read only replica")
+    )
+    assert is_transient(errors.ResponseError("OOM command not allowed"))
+    assert not is_transient(errors.ResponseError("ERR user_script:1: Script attempted to access"))
+    assert not is_transient(ExceptionGroup("x", [errors.ConnectionError(), ValueError()]))
+    assert not is_transient(ValueError())
 
 
 async def test_shutdown_hands_unfinished_jobs_back_to_other_nodes(redis_url: str) -> None:

@@ -8,6 +8,7 @@ Each test starts its own processes in a namespace of its own; every wait is boun
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import httpx
 import pytest
 from _server import ServerProcess
 from cluster_app import read_events
-from redis_server import command
+from redis_server import address, command
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -34,9 +35,8 @@ class Cluster:
         self.stack = stack
         self.runs = runs
         self.broker_url = broker_url
-        parts = urlsplit(broker_url)
-        self.port = int(parts.port or 6379)
-        self.namespace = parse_qs(parts.query)["namespace"][0]
+        self.host, self.port = address(broker_url)
+        self.namespace = parse_qs(urlsplit(broker_url).query)["namespace"][0]
         self.prefix = f"tt:{{{self.namespace}}}:"
 
     def start(self, command_name: str, workers: int, **env: str) -> ServerProcess:
@@ -60,7 +60,7 @@ class Cluster:
 
     def redis(self, *args: str) -> Any:
         """One Redis command (blocking), for assertions."""
-        return command(self.port, *args)
+        return command(self.host, self.port, *args)
 
     def job_key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -251,4 +251,34 @@ def test_cancel_on_one_node_stops_the_job_on_another_within_a_second(
     assert [(pid, e) for pid, e, j in cluster.events() if j == job_id] == [
         (str(worker.process.pid), "start"),
         (str(worker.process.pid), "cancelled"),
+    ]
+
+
+def test_a_stopping_worker_hands_its_running_job_to_another_node(
+    cluster_for: Callable[[str], Cluster], redis_url: str
+) -> None:
+    cluster = cluster_for(redis_url)
+    api = cluster.start("serve", 0)
+    stopping = cluster.start("worker", 1, SHUTDOWN_TIMEOUT="200ms")
+    with httpx.Client(base_url=api.url, timeout=10) as http:
+        answer = http.post("/jobs", json={"type": "sleep", "payload": {"seconds": 2}})
+        job_id = answer.json()["job_id"]
+        wait_until(
+            lambda: "start" in {e for _, e, j in cluster.events() if j == job_id},
+            10,
+            "the job to start",
+        )
+        successor = cluster.start("worker", 1)
+        stopping.send_signal(signal.SIGTERM)
+        assert stopping.wait_exit(15) == 0
+        stopped = stopping.wait_for_log("trio-tasks stopped")
+        final = http.get(f"/jobs/{job_id}", params={"wait": "20s"}).json()
+    assert stopped["abandoned"] == 0
+    assert final["status"] == "completed", final
+    assert final["attempts"] == 2
+    assert [(pid, e) for pid, e, j in cluster.events() if j == job_id] == [
+        (str(stopping.process.pid), "start"),
+        (str(stopping.process.pid), "cancelled"),
+        (str(successor.process.pid), "start"),
+        (str(successor.process.pid), "done"),
     ]

@@ -256,7 +256,7 @@ def test_job_request_refuses_bad_fields_naming_the_field(
     field: str, value: object, fragment: str
 ) -> None:
     with pytest.raises(InvalidValue) as info:
-        JobRequest.build(**{field: value})  # type: ignore[arg-type]
+        JobRequest.build(**{field: value})
     assert fragment in str(info.value)
 
 
@@ -584,6 +584,15 @@ def test_config_from_env_names_the_variable_in_one_line(
     text = str(info.value)
     assert text.startswith(message)
     assert "\n" not in text
+
+
+def test_config_from_env_says_when_a_default_conflicts_with_a_setting() -> None:
+    with pytest.raises(InvalidValue) as info:
+        Config.from_env({"WORKER_RETRY_DELAY": "10m"})
+    assert str(info.value) == (
+        "WORKER_RETRY_MAX_DELAY (not set, default 300.0): "
+        "expected a duration >= retry_delay (10m0s), got 300.0"
+    )
 
 
 def test_build_config_applies_settings_by_name() -> None:

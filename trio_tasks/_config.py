@@ -108,6 +108,12 @@ class Config:
             shown = values.get(field or "")
             if env in environ and not (overrides and overrides.get(field or "") is not None):
                 shown = environ[env or ""]
+            if field is not None and field not in values:
+                # A default that another setting conflicts with (WORKER_RETRY_DELAY=10m against
+                # the 5m cap): say it is the default rather than "=None".
+                default = attrs.fields_dict(cls)[field].default
+                message = f"{env} (not set, default {default!r}): {_reason(exc)}"
+                raise InvalidValue(message) from None
             raise InvalidValue(f"{env}={shown!r}: {_reason(exc)}") from None
 
 

@@ -40,13 +40,14 @@ def configure_logging(level: str = "info", fmt: str = "json", file: TextIO | Non
     min_level = _LEVELS[level]
     renderer: Any
     if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=_isatty(out))
+        # The console renderer puts a "timestamp" key first.
+        renderer, time_key = structlog.dev.ConsoleRenderer(colors=_isatty(out)), "timestamp"
     else:
-        renderer = _render_json
+        renderer, time_key = _render_json, "time"
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key=time_key),
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -76,7 +77,11 @@ def _render_json(_logger: Any, _method: str, event: dict[str, Any]) -> str:
         "msg": event.pop("event", None),
     }
     line.update(event)
-    return json.dumps(line, default=str, ensure_ascii=False)
+    return _encode(line)
+
+
+# Built once: json.dumps() with options builds a new encoder on every call.
+_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
 
 
 class _StructlogHandler(logging.Handler):
@@ -110,12 +115,14 @@ class HypercornLogger(_HypercornBaseLogger):
         self._access = _enabled(self._log, logging.DEBUG)
 
     async def access(self, request: Any, response: Any, request_time: float) -> None:
-        if self._access:
+        # hypercorn also reports each completed request once without its response (the stream
+        # closes before it marks the response sent); only the line with the status is kept.
+        if self._access and response is not None:
             self._log.debug(
                 "http request",
                 method=request.get("method", "GET"),
                 path=request.get("path"),
-                status=None if response is None else response.get("status"),
+                status=response.get("status"),
                 duration=round(request_time, 6),
                 client=_client(request.get("client")),
             )

@@ -114,21 +114,27 @@ class Processor:
             raise RuntimeError("Processor.run() can only be called once")
         self._clock = WallClock()
         self._started_at = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(self.broker.run, clock=self._clock, on_cancel=self._on_cancel)
-            )
-            async with trio.open_nursery() as workers:
-                self._worker_scope = workers.cancel_scope
-                workers.cancel_scope.deadline = self._grace_deadline
-                for state in self._workers:
-                    workers.start_soon(self._worker, state, name=f"trio_tasks {state.id}")
-                task_status.started()
-                await self._stop_requested.wait()
-                # Idle workers stop now; busy ones finish their job within the grace period.
-                for state in self._workers:
-                    if state.scope is not None and state.current_job is None:
-                        state.scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    partial(self.broker.run, clock=self._clock, on_cancel=self._on_cancel)
+                )
+                async with trio.open_nursery() as workers:
+                    self._worker_scope = workers.cancel_scope
+                    workers.cancel_scope.deadline = self._grace_deadline
+                    for state in self._workers:
+                        workers.start_soon(self._worker, state, name=f"trio_tasks {state.id}")
+                    task_status.started()
+                    await self._stop_requested.wait()
+                    # Idle workers stop now; busy ones finish their job within the grace period.
+                    for state in self._workers:
+                        if state.scope is not None and state.current_job is None:
+                            state.scope.cancel()
+                nursery.cancel_scope.cancel()
+        finally:
+            # Also when run() itself is cancelled (the caller's block raised, a second signal):
+            # interrupted jobs were released, so report them, close the broker, refuse new jobs.
+            self._closing = self._stopping = True
             self.abandoned = self.broker.unfinished_ids()
             if self.abandoned:
                 self._log.warning(
@@ -136,12 +142,11 @@ class Processor:
                     count=len(self.abandoned),
                     job_ids=self.abandoned,
                 )
-            nursery.cancel_scope.cancel()
-        with trio.CancelScope(shield=True):
-            await self.broker.aclose()
-        if self._info:
-            self._log.info("processor stopped", abandoned=len(self.abandoned))
-        self._stopped.set()
+            with trio.CancelScope(shield=True):
+                await self.broker.aclose()
+            if self._info:
+                self._log.info("processor stopped", abandoned=len(self.abandoned))
+            self._stopped.set()
 
     async def wait_stopped(self) -> None:
         """Wait until :meth:`run` has finished: workers drained, broker closed.
@@ -321,17 +326,20 @@ class Processor:
 
     async def _worker(self, state: WorkerState) -> None:
         broker = self.broker
-        with trio.CancelScope() as state.scope:
-            while not self._stopping:
-                delivery = await broker.fetch(state.id)
-                state.state = "busy"
-                state.current_job = delivery.job.id
-                try:
-                    await self._execute(state, delivery)
-                finally:
-                    state.state = "idle"
-                    state.current_job = None
-        state.state = "stopped"
+        try:
+            with trio.CancelScope() as state.scope:
+                while not self._stopping:
+                    delivery = await broker.fetch(state.id)
+                    state.state = "busy"
+                    state.current_job = delivery.job.id
+                    try:
+                        await self._execute(state, delivery)
+                    finally:
+                        state.state = "idle"
+                        state.current_job = None
+        finally:
+            # Also when the grace period ended in the middle of a job.
+            state.state = "stopped"
 
     async def _execute(self, state: WorkerState, delivery: Delivery) -> None:
         job = delivery.job
@@ -383,7 +391,7 @@ class Processor:
                 self._cancelling.discard(job_id)
                 self._log.warning("job interrupted by shutdown", job_id=job_id, job_type=job.type)
                 raise
-            error = exc
+            error = _single_leaf(exc)
         del self._scopes[job_id]
         elapsed = trio_now() - started
         self._run_time.add(elapsed)
@@ -500,6 +508,14 @@ def _check_json(result: Any) -> None:
         json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise PermanentError(f"result is not JSON-serialisable: {exc}") from None
+
+
+def _single_leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested groups of one (a handler's nursery raising it), so that a
+    ``PermanentError`` or ``Retry`` raised by a child task means what it says."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _is_cancellation(exc: BaseException) -> bool:

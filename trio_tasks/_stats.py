@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -33,7 +34,8 @@ class Percentiles:
             return cls(0, None, None, None, None)
 
         def rank(q: float) -> float:
-            return ordered[min(n - 1, max(0, round(q * n + 0.5) - 1))]
+            # The ceil(q * n)-th smallest; the epsilon keeps 0.9 * 70 from rounding up to 64.
+            return ordered[min(n - 1, max(0, math.ceil(q * n - 1e-9) - 1))]
 
         return cls(n, rank(0.50), rank(0.90), rank(0.99), ordered[-1])
 

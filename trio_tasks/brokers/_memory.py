@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 from collections import deque
@@ -139,12 +140,10 @@ class MemoryBroker(Broker):
             if job.status is _PENDING:
                 kept.append(job)
             else:
-                try:
+                # If its token is already handed to a waking worker, that worker finds nothing
+                # for it and waits again (see fetch).
+                with contextlib.suppress(trio.WouldBlock):
                     self._available.acquire_nowait()
-                except trio.WouldBlock:
-                    # Its token is already handed to a waking worker, which will find nothing
-                    # for it and wait again (see fetch).
-                    pass
         self._tombstones[priority] = 0
         for job in kept:
             self._send[priority].send_nowait(job)

@@ -140,7 +140,7 @@ in this batch) or the existing record (HMGET of FIELDS).
 ]]
 local function enqueue(keys, args)
   local prefix, limit = args[1], tonumber(args[2])
-  local jobs, seen, results = {}, {}, {}
+  local jobs, seen, results = {}, {}, {'ok'}
   local fresh = 0
   local i = 3
   while i <= #args do
@@ -163,7 +163,7 @@ local function enqueue(keys, args)
     i = job.last + 1
   end
   if fresh == 0 then
-    return {'ok', unpack(results)}
+    return results
   end
   local current = unfinished(keys)
   if current + fresh > limit then
@@ -182,7 +182,7 @@ local function enqueue(keys, args)
   end
   redis.call('HINCRBY', keys[STATS], 'submitted', fresh)
   wake(keys, queued)
-  return {'ok', unpack(results)}
+  return results
 end
 
 --[[ fetch: take up to k jobs, the oldest of the highest non-empty priority first, and lease
@@ -458,9 +458,10 @@ local function list(keys, args)
     end
     start = start + page
   end
-  if #gone > 0 then
-    redis.call('ZREM', keys[INDEX], unpack(gone))
-    redis.call('ZREM', keys[FINISHED], unpack(gone))
+  for first = 1, #gone, BATCH do
+    local chunk = {unpack(gone, first, math.min(first + BATCH - 1, #gone))}
+    redis.call('ZREM', keys[INDEX], unpack(chunk))
+    redis.call('ZREM', keys[FINISHED], unpack(chunk))
   end
   return out
 end

@@ -35,8 +35,9 @@ from .._errors import BrokerUnavailable, JobAlreadyFinished, JobNotFound, QueueF
 from .._job import Job, JobError, JobStatus, Priority
 from ._base import Admission, Broker, CancelOutcome, Delivery, QueueCounts
 from ._memory import snapshot
+from ._redis_batch import Batcher, Pending
 from ._redis_keys import RedisKeys
-from ._redis_link import RedisLink, is_transient, parse_redis_url
+from ._redis_link import RedisLink, cancelled_part, is_transient, parse_redis_url
 from ._redis_scripts import Outcome, RedisScripts, encode_json, num
 
 _PENDING = JobStatus.PENDING
@@ -44,9 +45,15 @@ _SCHEDULED = JobStatus.SCHEDULED
 _LEASE_EXPIRED = encode_json(
     {"message": "lease expired: its node stopped renewing it", "type": "LeaseExpired"}
 )
-# How many outcomes one call records at most, and how many recent cancellations are remembered.
-_FLUSH_MAX = 256
+_NOT_RECORDED = "outcome not recorded: the job will run again when its lease expires"
+#: Most outcomes written in one call.
+_BATCH_MAX = 256
+#: Recent cancellations remembered, for jobs on their way to a worker when it arrived.
 _CANCELS_KEPT = 4096
+#: Seconds of silence after which a connection is taken for dead.
+_MAX_IDLE = 30
+
+_Settled = Pending[Outcome, JobStatus | Job | None]
 
 
 class _Waiter:
@@ -59,20 +66,6 @@ class _Waiter:
         self.event = trio.Event()
         self.delivery: Delivery | None = None
         self.gone = False
-
-
-class _Settling:
-    """An outcome waiting to be written; see :meth:`RedisBroker._settle`."""
-
-    __slots__ = ("event", "lead", "now", "outcome", "result")
-
-    def __init__(self, outcome: Outcome) -> None:
-        self.outcome = outcome
-        self.event = trio.Event()
-        self.lead = False
-        self.now = 0.0
-        #: The job's new status; the job as Redis has it (lease lost); ``None`` if unknown.
-        self.result: JobStatus | Job | None = None
 
 
 class RedisBroker(Broker):
@@ -126,7 +119,7 @@ class RedisBroker(Broker):
         self.lease = lease or options.lease or 15.0
         self.poll_interval = poll_interval
         self.outcome_timeout = outcome_timeout if outcome_timeout is not None else 2 * self.lease
-        self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
         self.keys = RedisKeys.for_namespace(self.namespace)
         self._log: Any = logger if logger is not None else structlog.get_logger("trio_tasks")
         self._client: coredis.Redis[str] = coredis.Redis.from_url(
@@ -136,6 +129,10 @@ class RedisBroker(Broker):
             connect_timeout=min(2.0, self.lease),
             stream_timeout=max(10.0, 3 * poll_interval),
             client_name=f"trio-tasks:{self.node_id}",
+            # A connection silent this long is dead (a partition without a reset): close it
+            # so calls fail over to a new one. It must outlast a BLPOP and the pub/sub
+            # keep-alive (a PING after 15s of silence); idle ones are cheaply reopened.
+            max_idle_time=max(_MAX_IDLE, round(3 * poll_interval)),
         )
         self._scripts = RedisScripts(self._client, self.keys)
         self._link = RedisLink(self._log, retry_cap=retry_cap)
@@ -153,8 +150,9 @@ class RedisBroker(Broker):
         self._active: dict[str, str] = {}
         self._lost: set[str] = set()
         self._cancels: OrderedDict[str, None] = OrderedDict()
-        self._outbox: list[_Settling] = []
-        self._flushing = False
+        self._outcomes: Batcher[Outcome, JobStatus | Job | None] = Batcher(
+            self._write_outcomes, max_batch=_BATCH_MAX
+        )
         self._done: dict[str, list[Any]] = {}
         self._maintenance_wake: trio.CancelScope | None = None
         self._counts = QueueCounts(dict.fromkeys(Priority, 0), 0, 0)
@@ -390,20 +388,20 @@ class RedisBroker(Broker):
         """Put an interrupted job back at the front of its queue, for any node to run."""
         self._apply(delivery.job, await self._settle_delivery(delivery, "l", "", ""))
 
-    def _apply(self, job: Job, item: _Settling) -> Job:
+    def _apply(self, job: Job, item: _Settled) -> Job:
         """Bring the worker's copy of ``job`` in line with what was recorded."""
         result = item.result
         if isinstance(result, JobStatus):
             job.status = result
             if result.is_final:
-                job.completed_at = item.now
+                job.completed_at = item.time
             return job
         if isinstance(result, Job):
             self._log.warning(
                 "lease lost: outcome not recorded",
                 job_id=job.id,
                 job_type=job.type,
-                kind=item.outcome.kind,
+                kind=item.item.kind,
                 status=result.status.value,
             )
             return result
@@ -411,48 +409,20 @@ class RedisBroker(Broker):
 
     async def _settle_delivery(
         self, delivery: Delivery, kind: str, value: str, at: str
-    ) -> _Settling:
+    ) -> _Settled:
         job_id = delivery.job.id
         token = delivery.token or ""
-        item = await self._settle(Outcome(job_id, token, kind, value, at))
+        item = await self._outcomes.submit(Outcome(job_id, token, kind, value, at))
         if self._active.get(job_id) == token:
             del self._active[job_id]
         self._lost.discard(job_id)
         return item
 
-    async def _settle(self, outcome: Outcome) -> _Settling:
-        """Record one outcome, together with those other workers are recording right now.
-
-        The first caller writes a batch; callers arriving meanwhile wait (uncancellably, as
-        the batch's call is bounded by ``outcome_timeout``) and the oldest of them writes the
-        next batch, so no task works for others indefinitely.
-        """
-        item = _Settling(outcome)
-        self._outbox.append(item)
-        if self._flushing:
-            with trio.CancelScope(shield=True):
-                await item.event.wait()
-            if not item.lead:
-                return item
-        self._flushing = True
-        batch = self._outbox[:_FLUSH_MAX]
-        del self._outbox[:_FLUSH_MAX]
-        try:
-            await self._flush(batch)
-        finally:
-            for other in batch:
-                if other is not item:
-                    other.event.set()
-            if self._outbox:
-                leader = self._outbox[0]
-                leader.lead = True
-                leader.event.set()
-            else:
-                self._flushing = False
-        return item
-
-    async def _flush(self, batch: list[_Settling]) -> None:
-        outcomes = [item.outcome for item in batch]
+    async def _write_outcomes(
+        self, outcomes: Sequence[Outcome]
+    ) -> tuple[float, list[JobStatus | Job | None]] | None:
+        """One ``finish`` call for a batch, retried for ``outcome_timeout``; ``None`` if it
+        could not be written (the jobs will run again when their leases expire)."""
         now = 0.0
 
         async def call() -> list[JobStatus | Job | None]:
@@ -464,21 +434,12 @@ class RedisBroker(Broker):
             with trio.CancelScope(shield=True):
                 results = await self._link.retry(call, budget=self.outcome_timeout)
         except BrokerUnavailable as exc:
-            self._log.error(
-                "outcome not recorded: the job will run again when its lease expires",
-                job_ids=[o.job_id for o in outcomes],
-                error=exc.reason,
-            )
-            return
+            self._log.error(_NOT_RECORDED, job_ids=[o.job_id for o in outcomes], error=exc.reason)
+            return None
         except coredis.exceptions.RedisError:
-            self._log.exception(
-                "outcome not recorded: the job will run again when its lease expires",
-                job_ids=[o.job_id for o in outcomes],
-            )
-            return
-        for item, result in zip(batch, results, strict=True):
-            item.now = now
-            item.result = result
+            self._log.exception(_NOT_RECORDED, job_ids=[o.job_id for o in outcomes])
+            return None
+        return now, results
 
     async def set_progress(self, delivery_job: Job, value: Any) -> None:
         """Record progress; best effort (a lost write is not worth failing the job for)."""
@@ -565,8 +526,11 @@ class RedisBroker(Broker):
                     async for message in pubsub:
                         if message["type"] == "message":
                             self._dispatch(str(message["channel"]), str(message["data"]))
-            except Exception as exc:
+            except BaseException as exc:
                 if not is_transient(exc):
+                    cancelled = cancelled_part(exc)
+                    if cancelled is not None:
+                        raise cancelled from None  # stopping: the connection's end is noise
                     raise
                 self._link.failed(exc)
                 if not started:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import anyio
 import attrs
 import coredis.exceptions
 import trio
@@ -23,20 +24,41 @@ from ._redis_keys import valid_namespace
 
 T = TypeVar("T")
 
-#: Errors that mean "Redis did not answer", not "Redis refused": retrying may help.
-#: (``BusyLoadingError``, a server still loading its data, is a ``ConnectionError``.)
+#: Errors that mean "Redis did not answer": retrying may help. (``BusyLoadingError``, a server
+#: still loading its data, is a ``ConnectionError``; the anyio errors come from a connection
+#: closed under a call.)
 TRANSIENT: tuple[type[BaseException], ...] = (
     coredis.exceptions.ConnectionError,
     TimeoutError,
     OSError,
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
+    anyio.EndOfStream,
 )
+#: Error replies of a server that cannot serve writes for now (out of memory, a replica after
+#: a fail-over, a failed disk, still loading, a long script): retrying may help too.
+_TRANSIENT_REPLIES = ("OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` (or every error of an exception group) is a lost or refused connection."""
+    """Whether ``exc`` (or every error of an exception group) is a lost connection or a
+    server that cannot serve for now."""
     if isinstance(exc, BaseExceptionGroup):
         return all(is_transient(inner) for inner in exc.exceptions)
+    if isinstance(exc, coredis.exceptions.ResponseError):
+        return str(exc).startswith(_TRANSIENT_REPLIES)
     return isinstance(exc, TRANSIENT)
+
+
+def cancelled_part(exc: BaseException) -> BaseException | None:
+    """If ``exc`` is a group of :class:`trio.Cancelled` and transient errors (a connection
+    failing while its task is being cancelled), its cancellations alone; else ``None``."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    cancelled, rest = exc.split(trio.Cancelled)
+    if cancelled is None or (rest is not None and not is_transient(rest)):
+        return None
+    return cancelled
 
 
 @attrs.frozen

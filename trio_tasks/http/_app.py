@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import quote
 
 import trio
 from quart import Response, request
@@ -208,7 +207,6 @@ def create_app(processor: Processor, config: Config | None = None) -> QuartTrio:
         return json_response(
             _admitted(job, admission.created),
             202 if admission.created else 200,
-            {"Location": f"/jobs/{quote(job.id, safe='')}"},
         )
 
     @app.post("/jobs/batch")
