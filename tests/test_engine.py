@@ -432,22 +432,24 @@ async def test_a_waiting_retry_holds_no_worker(autojump_clock: trio.testing.Mock
 async def test_jobs_cancelled_before_a_waking_worker_runs_free_their_slot(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # A worker parked on an empty queue is handed the first submission's token before it runs;
-    # cancelling and resubmitting in the same instant must neither crash nor leak a slot.
+    # A worker parked on an empty queue is handed the submission's token at once; submit ends
+    # with a checkpoint, so Trio may run the worker before or after the cancel that follows.
+    # Either way the job ends cancelled (a tombstone, or a cancelled scope), nothing crashes and
+    # the slot of the bound is free again.
     tasks = TaskRegistry()
     order: list[str] = []
 
     @tasks.task("record")
     async def record(ctx: JobContext) -> None:
+        await trio.sleep(1)
         order.append(ctx.payload["name"])
 
     async with open_processor(tasks, workers=1, max_concurrency=1) as processor:
         await trio.testing.wait_all_tasks_blocked()
-        cancelled = []
         for i in range(3):
             job = await processor.submit("record", {"name": f"cancelled-{i}"})
             await processor.cancel(job.id)
-            cancelled.append(job.id)
+            assert (await processor.wait(job.id)).status is JobStatus.CANCELLED
         last = await processor.submit("record", {"name": "last"})
         assert (await processor.wait(last.id)).status is JobStatus.COMPLETED
         again = await processor.submit("record", {"name": "again"})
@@ -986,3 +988,35 @@ def test_latency_percentiles_are_nearest_rank() -> None:
     assert Percentiles.of([]).p50 is None
     assert Percentiles.of([3.0]).p99 == 3.0
     assert math.isclose(Percentiles.of([0.5, 1.5]).p50 or 0, 0.5)
+
+
+async def test_waiting_for_a_job_abandoned_at_shutdown_ends_with_shutting_down(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tasks = TaskRegistry()
+
+    @tasks.task("long")
+    async def long(ctx: JobContext) -> None:
+        await trio.sleep(1000)
+
+    outcome: list[BaseException] = []
+
+    async def waiter(processor: Processor, job_id: str) -> None:
+        try:
+            await processor.wait(job_id)
+        except ShuttingDown as exc:
+            outcome.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        async with open_processor(tasks, workers=1, shutdown_timeout=1) as processor:
+            running = await processor.submit("long")
+            queued = await processor.submit("long")
+            nursery.start_soon(waiter, processor, queued.id)
+            await trio.testing.wait_all_tasks_blocked()
+        # The running job was interrupted when the grace period ended and handed back.
+        assert processor.abandoned == [running.id, queued.id]
+    assert len(outcome) == 1
+    assert "abandoned pending" in str(outcome[0])
+    # Asking again after the stop answers at once, the same way.
+    with pytest.raises(ShuttingDown):
+        await processor.wait(queued.id)

@@ -530,3 +530,37 @@ async def test_a_node_started_while_redis_is_down_comes_up_with_it(own_redis: An
             job = await p.submit("noop")
             assert (await p.wait(job.id)).status is JobStatus.COMPLETED
     assert runs == [job.id]
+
+
+# -- outcome batching ------------------------------------------------------------------------------
+
+
+async def test_outcomes_recorded_together_share_one_write() -> None:
+    from trio_tasks.brokers._redis_batch import Batcher
+
+    calls: list[list[int]] = []
+    fail = {"now": False}
+
+    async def write(items: Any) -> tuple[float, list[int]] | None:
+        calls.append(list(items))
+        await trio.sleep(0.01)
+        return None if fail["now"] else (1.5, [i * 10 for i in items])
+
+    batcher: Batcher[int, int] = Batcher(write, max_batch=4)
+    results: dict[int, tuple[int | None, float]] = {}
+
+    async def submit(i: int) -> None:
+        done = await batcher.submit(i)
+        results[i] = (done.result, done.time)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(submit, i)
+    # The first caller writes alone; the others queued meanwhile go in batches of at most 4,
+    # each written by one of the waiting callers. (Trio runs the tasks in no fixed order.)
+    assert [len(call) for call in calls] == [1, 4, 4, 1]
+    assert sorted(i for call in calls for i in call) == list(range(10))
+    assert results == {i: (i * 10, 1.5) for i in range(10)}
+    fail["now"] = True
+    assert (await batcher.submit(99)).result is None

@@ -45,8 +45,8 @@ class BrokerUnavailable(TrioTasksError):
 class ShuttingDown(TrioTasksError):
     """The processor is stopping and takes no new jobs."""
 
-    def __init__(self) -> None:
-        super().__init__("shutting down: no new jobs are accepted")
+    def __init__(self, message: str = "shutting down: no new jobs are accepted") -> None:
+        super().__init__(message)
 
 
 class UnknownJobType(TrioTasksError, LookupError):

@@ -224,6 +224,9 @@ class Processor:
                     )
                 if self._listeners:
                     self._emit("submitted", admission.job)
+        # The other half of the checkpoint every Trio call makes (the broker made the first): a
+        # loop of submissions lets the workers run. Shielded: the jobs are admitted already.
+        await trio.lowlevel.cancel_shielded_checkpoint()
         return admissions
 
     def _new_job(self, request: JobRequest, now: float) -> Job:
@@ -495,7 +498,12 @@ class Processor:
 
     def _emit(self, event: str, job: Job) -> None:
         for listener in self._listeners:
-            listener(event, job)
+            try:
+                listener(event, job)
+            except Exception:
+                # A listener (metrics, say) must not take the workers down with it, nor turn an
+                # admitted submission into an error for its caller.
+                self._log.exception("job listener failed", listener=repr(listener), event=event)
 
     def _require_clock(self) -> WallClock:
         if self._clock is None:

@@ -13,7 +13,7 @@ import attrs
 import trio
 
 from .._clock import WallClock
-from .._errors import JobAlreadyFinished, JobNotFound, QueueFull
+from .._errors import JobAlreadyFinished, JobNotFound, QueueFull, ShuttingDown
 from .._job import PRIORITIES_HIGH_FIRST, Job, JobError, JobStatus, Priority
 from ._base import Admission, Broker, CancelOutcome, Delivery, QueueCounts
 
@@ -64,6 +64,7 @@ class MemoryBroker(Broker):
         self._wake: trio.CancelScope | None = None
         self._finished: deque[tuple[float, str]] = deque()
         self._waiters: dict[str, trio.Event] = {}
+        self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -92,6 +93,9 @@ class MemoryBroker(Broker):
 
     async def enqueue(self, jobs: Sequence[Job]) -> list[Admission]:
         """Admit all of ``jobs`` or none; see :meth:`Broker.enqueue`."""
+        # Half of a checkpoint: a cancelled caller submits nothing. The processor schedules
+        # after it has announced the jobs, so no listener hears "started" before "submitted".
+        await trio.lowlevel.checkpoint_if_cancelled()
         answers: list[tuple[Job, bool]] = []
         new: list[Job] = []
         batch_ids: dict[str, Job] = {}
@@ -267,6 +271,7 @@ class MemoryBroker(Broker):
 
     async def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a job; see :meth:`Broker.cancel`."""
+        await trio.lowlevel.checkpoint()
         job = self._live(job_id)
         if job is None:
             raise JobNotFound(job_id)
@@ -286,6 +291,7 @@ class MemoryBroker(Broker):
 
     async def get(self, job_id: str) -> Job | None:
         """A snapshot of the job, or ``None``."""
+        await trio.lowlevel.checkpoint()
         job = self._live(job_id)
         return None if job is None else snapshot(job)
 
@@ -293,6 +299,7 @@ class MemoryBroker(Broker):
         self, *, status: JobStatus | None, job_type: str | None, limit: int
     ) -> list[Job]:
         """Newest first, filtered."""
+        await trio.lowlevel.checkpoint()
         self._evict(self._now())
         found: list[Job] = []
         if limit <= 0:
@@ -311,17 +318,31 @@ class MemoryBroker(Broker):
         job = self._live(job_id)
         if job is None:
             raise JobNotFound(job_id)
-        if not job.status.is_final:
+        if not job.status.is_final and not self._closed:
             waiter = self._waiters.get(job_id)
             if waiter is None:
                 waiter = self._waiters[job_id] = trio.Event()
             await waiter.wait()
         else:
             await trio.lowlevel.checkpoint()
+        if not job.status.is_final:
+            # The processor stopped with this job queued: it will never finish here.
+            raise ShuttingDown(
+                f"job {job_id!r} was abandoned {job.status.value}: the processor stopped"
+            )
         return snapshot(job)
+
+    async def aclose(self) -> None:
+        """Wake every :meth:`wait` for a job that will now never finish."""
+        self._closed = True
+        for waiter in self._waiters.values():
+            waiter.set()
+        self._waiters.clear()
+        await trio.lowlevel.checkpoint()
 
     async def counts(self) -> QueueCounts:
         """Exact queue figures."""
+        await trio.lowlevel.checkpoint()
         return QueueCounts(dict(self._pending), self._scheduled, self._running)
 
     def unfinished_ids(self) -> list[str]:
