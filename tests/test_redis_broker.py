@@ -479,6 +479,29 @@ async def test_shutdown_hands_unfinished_jobs_back_to_other_nodes(redis_url: str
     assert {i for i in by_id if by_id[i].attempts == 2} == set(started)
 
 
+async def test_a_wait_on_a_stopping_node_ends_with_shutting_down(redis_url: str) -> None:
+    registry = recording_registry([])
+    outcome: list[BaseException] = []
+
+    async def wait_for(p: trio_tasks.Processor, job_id: str) -> None:
+        try:
+            await p.wait(job_id)
+        except trio_tasks.ShuttingDown as exc:
+            outcome.append(exc)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery, node(registry, redis_url, workers=0) as producer:
+            job = await producer.submit("noop")
+            nursery.start_soon(wait_for, producer, job.id)
+            await trio.sleep(0.05)
+        # The node stopped: the waiter was told at once; the job stays queued in Redis.
+        async with node(registry, redis_url, workers=0) as other:
+            still = await other.get(job.id)
+    assert len(outcome) == 1
+    assert "still pending" in str(outcome[0])
+    assert still.status is JobStatus.PENDING
+
+
 # -- Redis outages --------------------------------------------------------------------------------
 
 

@@ -31,7 +31,13 @@ import trio
 from coredis.retry import NoRetryPolicy
 
 from .._clock import WallClock
-from .._errors import BrokerUnavailable, JobAlreadyFinished, JobNotFound, QueueFull
+from .._errors import (
+    BrokerUnavailable,
+    JobAlreadyFinished,
+    JobNotFound,
+    QueueFull,
+    ShuttingDown,
+)
 from .._job import Job, JobError, JobStatus, Priority
 from ._base import Admission, Broker, CancelOutcome, Delivery, QueueCounts
 from ._memory import snapshot
@@ -182,6 +188,8 @@ class RedisBroker(Broker):
                 self._link.closed = True
                 self._nursery = None
                 release.set()
+                for waiting in self._done.values():
+                    waiting[0].set()  # wake every wait(): it ends with ShuttingDown
 
     async def _hold_client(
         self, release: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -601,15 +609,27 @@ class RedisBroker(Broker):
 
         Raises:
             JobNotFound: no such job.
+            ShuttingDown: this node's broker stopped before the job ended (the job itself
+                stays in Redis for the other nodes).
         """
         waiting = self._done.get(job_id)
         if waiting is None:
             waiting = self._done[job_id] = [trio.Event(), 0]
         waiting[1] += 1
+        job: Job | None = None
         try:
             while True:
                 event: trio.Event = waiting[0]
-                job = await self._link.retry(partial(self._scripts.watch, job_id))
+                if self._link.closed:
+                    status = "unfinished" if job is None else job.status.value
+                    raise ShuttingDown(
+                        f"job {job_id!r} is still {status}: this node stopped (the job stays "
+                        "in Redis for the other nodes)"
+                    )
+                try:
+                    job = await self._link.retry(partial(self._scripts.watch, job_id))
+                except BrokerUnavailable:
+                    continue  # stopped while Redis was unreachable: ShuttingDown above
                 if job is None:
                     raise JobNotFound(job_id)
                 if job.status.is_final:
