@@ -22,7 +22,7 @@ from quart_trio import QuartTrio
 
 from .._config import Config
 from .._durations import format_duration, parse_duration
-from .._errors import InvalidValue
+from .._errors import InvalidValue, ShuttingDown
 from .._job import Job, JobStatus, Priority, job_to_json
 from .._processor import Processor
 from .._request import JobRequest
@@ -249,10 +249,15 @@ def create_app(processor: Processor, config: Config | None = None) -> QuartTrio:
         wait = _wait(_params(request.args, _GET_PARAMS).get("wait")) if request.args else None
         job = await get_job(job_id)
         if wait and not job.status.is_final:
-            with state.waiting(wait) as scope:
-                job = await wait_job(job_id)
-            if scope.cancelled_caught:
+            try:
+                with state.waiting(wait) as scope:
+                    job = await wait_job(job_id)
+            except ShuttingDown:
+                # The processor stopped: the job will not finish here; answer it as it is.
                 job = await get_job(job_id)
+            else:
+                if scope.cancelled_caught:
+                    job = await get_job(job_id)
         return json_response(job_to_json(job))
 
     @app.delete("/jobs/<job_id>")
