@@ -104,6 +104,14 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             ">= 80% of bare",
             http["post_ratio"] >= 0.80,
         )
+        timer = http["bare_timer_post"]
+        row(
+            "  same, against bare app with idle timer working",
+            f"{http['post_ratio_idle_timer']:.0%} of {timer['requests_per_s']:,.0f} req/s "
+            f"(p99 {timer['p99_ms']:.1f} ms)",
+            "(context)",
+            None,
+        )
         batch, bare_batch = http["serve_batch"], http["bare_batch"]
         row(
             "POST /jobs/batch, 100 jobs per batch",

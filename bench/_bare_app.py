@@ -1,6 +1,9 @@
 """The stack's ceiling: a bare Quart-Trio app on hypercorn answering a constant 202.
 
-``python -m bench._bare_app PORT``
+``python -m bench._bare_app PORT [idle-timer]``. With ``idle-timer``, the app is wrapped like
+``trio-tasks serve`` wraps its own, so that hypercorn's keep-alive idle timer really runs (without
+the wrapper quart-trio cancels it at birth: idle connections are never closed). The timer is a
+task started per request, so this is the ceiling of the stack when it closes idle connections.
 """
 
 from __future__ import annotations
@@ -35,7 +38,12 @@ def main() -> None:
     config.bind = [f"127.0.0.1:{sys.argv[1]}"]
     config.accesslog = None
     config.errorlog = None
-    trio.run(serve, app, config)
+    served: object = app
+    if sys.argv[2:] == ["idle-timer"]:
+        from trio_tasks._serve import _KeepIdleTimerAlive
+
+        served = _KeepIdleTimerAlive(app)
+    trio.run(serve, served, config)
 
 
 if __name__ == "__main__":

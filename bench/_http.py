@@ -61,11 +61,15 @@ def run(quick: bool = False) -> dict[str, Any]:
         results["bare_post"] = _figures(_submit_load(port, total))
         results["bare_batch"] = _figures(_batch_load(port, batches), 100)
     port = free_port()
+    with running(["-m", "bench._bare_app", str(port), "idle-timer"], port):
+        _submit_load(port, 1000)
+        results["bare_timer_post"] = _figures(_submit_load(port, total))
+    port = free_port()
     with running(serve_argv(), port, serve_env(port)):
         _submit_load(port, 1000)
         results["serve_post"] = _figures(_submit_load(port, total))
         results["serve_batch"] = _figures(_batch_load(port, batches), 100)
-    results["post_ratio"] = (
-        results["serve_post"]["requests_per_s"] / results["bare_post"]["requests_per_s"]
-    )
+    served = results["serve_post"]["requests_per_s"]
+    results["post_ratio"] = served / results["bare_post"]["requests_per_s"]
+    results["post_ratio_idle_timer"] = served / results["bare_timer_post"]["requests_per_s"]
     return results
