@@ -44,10 +44,12 @@ class Priority(enum.IntEnum):
         )
 
     def __str__(self) -> str:
-        return self.name.lower()
+        # A table lookup: logs, metrics and HTTP answers render priorities for every job.
+        return _PRIORITY_TEXT[self]
 
 
 _PRIORITY_NAMES = {p.name.lower(): p for p in Priority}
+_PRIORITY_TEXT = {p: name for name, p in _PRIORITY_NAMES.items()}
 #: Priorities from the most to the least urgent: the order in which workers look at queues.
 PRIORITIES_HIGH_FIRST = tuple(sorted(Priority, reverse=True))
 
