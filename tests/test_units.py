@@ -268,7 +268,7 @@ def test_job_request_refuses_delay_and_run_at_together() -> None:
 def test_job_request_from_json_validates_the_object() -> None:
     request = JobRequest.from_json({"type": "email", "priority": 4, "payload": {"a": 1}})
     assert (request.type, request.priority, request.payload) == ("email", Priority.URGENT, {"a": 1})
-    with pytest.raises(InvalidValue, match="a job must be a JSON object, got an array"):
+    with pytest.raises(InvalidValue, match="a job must be a JSON object, got an empty array"):
         JobRequest.from_json([])
     with pytest.raises(InvalidValue, match=r"unknown field\(s\) colour, size; expected delay"):
         JobRequest.from_json({"type": "email", "size": 1, "colour": "red"})

@@ -438,24 +438,17 @@ class Processor:
     async def _record_success(self, delivery: Delivery, result: Any, elapsed: float) -> None:
         job = await self.broker.complete(delivery, result)
         self._completed += 1
-        if self._info:
-            self._log.info(
-                "job completed",
-                job_id=job.id,
-                job_type=job.type,
-                worker_id=job.worker_id,
-                attempt=job.attempts,
-                duration=format_duration(elapsed),
-            )
-        if self._listeners:
-            self._emit("completed", job)
+        self._announce_final("completed", job, elapsed)
 
     async def _record_cancelled(self, delivery: Delivery, elapsed: float) -> None:
         job = await self.broker.finish_cancelled(delivery)
         self._cancelled += 1
+        self._announce_final("cancelled", job, elapsed)
+
+    def _announce_final(self, event: str, job: Job, elapsed: float) -> None:
         if self._info:
             self._log.info(
-                "job cancelled",
+                f"job {event}",
                 job_id=job.id,
                 job_type=job.type,
                 worker_id=job.worker_id,
@@ -463,7 +456,7 @@ class Processor:
                 duration=format_duration(elapsed),
             )
         if self._listeners:
-            self._emit("cancelled", job)
+            self._emit(event, job)
 
     async def _record_failure(
         self, delivery: Delivery, error: JobError, exc: BaseException | None

@@ -45,7 +45,7 @@ class JobRequest:
                 the message names the field.
         """
         if not isinstance(data, Mapping):
-            raise InvalidValue(f"a job must be a JSON object, got {_json_type(data)}")
+            raise InvalidValue(f"a job must be a JSON object, got {json_kind(data)}")
         unknown = set(data) - _FIELDS
         if unknown:
             raise InvalidValue(
@@ -74,11 +74,11 @@ class JobRequest:
             InvalidValue: a value of the wrong type or range; the message names the field.
         """
         if not isinstance(type, str) or not type.strip():
-            raise InvalidValue(f"type: expected a non-empty string, got {_json_type(type)}")
+            raise InvalidValue(f"type: expected a non-empty string, got {json_kind(type)}")
         if payload is None:
             payload = {}
         elif not isinstance(payload, dict):
-            raise InvalidValue(f"payload: expected a JSON object, got {_json_type(payload)}")
+            raise InvalidValue(f"payload: expected a JSON object, got {json_kind(payload)}")
         prio = Priority.NORMAL if priority is None else Priority.parse(priority)
         timeout_s = None
         if timeout is not None:
@@ -135,16 +135,22 @@ def new_job_id() -> str:
 def _duration_input(value: object, name: str) -> str | float:
     if isinstance(value, str | int | float) and not isinstance(value, bool):
         return value
-    raise InvalidValue(f"{name}: expected a duration string or seconds, got {_json_type(value)}")
+    raise InvalidValue(f"{name}: expected a duration string or seconds, got {json_kind(value)}")
 
 
-def _json_type(value: object) -> str:
+def json_kind(value: object, *, with_value: bool = True) -> str:
+    """Name the JSON type of ``value`` for an error message: ``an object``, ``a string ('x')``.
+
+    ``with_value`` adds scalars' values in parentheses.
+    """
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
     if value is None:
         return "null"
     for kind, name in names.items():
         if isinstance(value, kind):
-            return f"{name} ({value!r})" if kind in (str, bool) else name
+            if kind is list and not value:
+                return "an empty array"
+            return f"{name} ({value!r})" if with_value and kind in (str, bool) else name
     if isinstance(value, int | float):
-        return f"a number ({value!r})"
+        return f"a number ({value!r})" if with_value else "a number"
     return type(value).__name__

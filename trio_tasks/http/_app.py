@@ -25,7 +25,7 @@ from .._durations import format_duration, parse_duration
 from .._errors import InvalidValue, ShuttingDown
 from .._job import Job, JobStatus, Priority, job_to_json
 from .._processor import Processor
-from .._request import JobRequest
+from .._request import JobRequest, json_kind
 from .._stats import WorkerStats
 from ._errors import json_response, register_error_handlers
 from ._metrics import METRICS_CONTENT_TYPE, Metrics
@@ -347,10 +347,4 @@ def _parse_json(body: bytes) -> Any:
 
 
 def _kind(value: object) -> str:
-    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    for kind, name in kinds.items():
-        if isinstance(value, kind):
-            return name if kind is not list or value else "an empty array"
-    return "a number"
+    return json_kind(value, with_value=False)
