@@ -229,9 +229,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 for _ in range(repeat):
                     run_id += 1
                     runs.append(
-                        trio.run(
-                            _drain, url, f"b{run_id}", job_type, jobs, workers, processes, log
-                        )
+                        trio.run(_drain, url, f"b{run_id}", job_type, jobs, workers, processes, log)
                     )
                 runs.sort(key=lambda r: r["jobs_per_s"])
                 median = dict(runs[len(runs) // 2])

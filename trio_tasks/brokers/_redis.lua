@@ -1,4 +1,4 @@
-#!lua name=trio_tasks_1
+#!lua name=trio_tasks_2
 --[[
 trio-tasks: every state change of the Redis broker that touches more than one key.
 
@@ -49,6 +49,19 @@ end
 
 local function record(key)
   return redis.call('HMGET', key, unpack(FIELDS))
+end
+
+-- The record as one JSON array (the values are JSON already: no decoding, one string to
+-- parse on the node instead of one per field). Used on the hot path (leasing).
+local NFIELDS = #FIELDS
+local function record_json(key)
+  local values = redis.call('HMGET', key, unpack(FIELDS))
+  for i = 1, NFIELDS do
+    if not values[i] then
+      values[i] = 'null'
+    end
+  end
+  return '[' .. table.concat(values, ',') .. ']'
 end
 
 local function server_ms()
@@ -185,15 +198,17 @@ local function enqueue(keys, args)
   return results
 end
 
---[[ fetch: take up to k jobs, the oldest of the highest non-empty priority first, and lease
-them. ARGV: prefix, now (POSIX seconds, for started_at), lease_ms, node, k, worker_id JSON x k.
-Returns {token1, record1, token2, record2, ...}.
+--[[ lease: take up to #workers jobs, the oldest of the highest non-empty priority first, and
+lease them, one per worker in order. workers holds JSON-encoded worker ids.
+Returns {token1, record1 (JSON array), token2, record2, ...}.
 ]]
-local function fetch(keys, args)
-  local prefix, now, lease_ms, node, k = args[1], args[2], tonumber(args[3]), args[4],
-    tonumber(args[5])
-  local deadline = server_ms() + lease_ms
+local function lease(keys, prefix, now, lease_ms, node, workers)
+  local k = #workers
   local out = {}
+  if k == 0 then
+    return out
+  end
+  local deadline = server_ms() + lease_ms
   local taken = 0
   for p = 4, 1, -1 do
     while taken < k do
@@ -207,12 +222,12 @@ local function fetch(keys, args)
           taken = taken + 1
           local token = redis.call('INCR', keys[SEQ])
           redis.call('HSET', key, 'status', RUNNING, 'started_at', now,
-            'worker_id', args[5 + taken], 'tok', token, 'node', node)
+            'worker_id', workers[taken], 'tok', token, 'node', node)
           redis.call('HDEL', key, 'cxl')
           redis.call('HINCRBY', key, 'attempts', 1)
           redis.call('ZADD', keys[RUN], deadline, id)
           out[#out + 1] = token
-          out[#out + 1] = record(key)
+          out[#out + 1] = record_json(key)
         end
       end
     end
@@ -225,6 +240,14 @@ local function fetch(keys, args)
     wake(keys, 1)
   end
   return out
+end
+
+--[[ fetch: lease jobs for idle workers. ARGV: prefix, now (POSIX seconds, for started_at),
+lease_ms, node, k, worker_id JSON x k. Returns what lease returns.
+]]
+local function fetch(keys, args)
+  local k = tonumber(args[5])
+  return lease(keys, args[1], args[2], tonumber(args[3]), args[4], {unpack(args, 6, 5 + k)})
 end
 
 --[[ renew: extend the leases a node holds. ARGV: prefix, lease_ms, then id, token pairs.
@@ -247,20 +270,24 @@ local function renew(keys, args)
   return out
 end
 
---[[ finish: record the outcomes of leased jobs; each is fenced by its lease token.
-ARGV: prefix, now, ttl_ms, ttl_s, max_jobs, then per outcome: id, token, kind, value, at.
+--[[ finish: record the outcomes of leased jobs; each is fenced by its lease token; then lease
+the next job for each worker that has just become free (as fetch does, after the outcomes, so
+a retry queued now competes like any job).
+ARGV: prefix, now, ttl_ms, ttl_s, max_jobs, node, lease_ms, k, worker_id JSON x k, then per
+outcome: id, token, kind, value, at.
 kind: c completed (value = result JSON), f failed (value = error JSON), r retry (value =
 error JSON, at = run_at), x cancelled, l released (back to the front of its queue), u
 un-fetched (as l, and the attempt is not counted).
-Returns one entry per outcome: the job's status (JSON) after it, also when an earlier try of
-the same call already recorded it; else the job's current record (the lease was lost: nothing
-was changed).
+Returns {statuses, leased}: statuses has one entry per outcome: the job's status (JSON) after
+it, also when an earlier try of the same call already recorded it; else the job's current
+record (the lease was lost: nothing was changed). leased is what lease returns.
 ]]
 local function finish(keys, args)
   local prefix, now, ttl_ms, ttl_s, max_jobs = args[1], args[2], args[3], args[4], args[5]
+  local node, lease_ms, k = args[6], tonumber(args[7]), tonumber(args[8])
   local out = {}
   local queued = 0
-  for i = 6, #args, 5 do
+  for i = 9 + k, #args, 5 do
     local id, token, kind, value, at = args[i], args[i + 1], args[i + 2], args[i + 3],
       args[i + 4]
     local key = job_key(prefix, id)
@@ -304,9 +331,11 @@ local function finish(keys, args)
       out[#out + 1] = redis.call('HGET', key, 'status')
     end
   end
-  wake(keys, queued)
+  local leased = lease(keys, prefix, now, lease_ms, node, {unpack(args, 9, 8 + k)})
+  -- Jobs queued again here and not taken at once: wake idle nodes for them.
+  wake(keys, queued - #leased / 2)
   evict(keys, prefix, now, ttl_s, max_jobs)
-  return out
+  return {out, leased}
 end
 
 --[[ cancel: ARGV: prefix, id, now, ttl_ms, ttl_s, max_jobs.
@@ -466,14 +495,14 @@ local function list(keys, args)
   return out
 end
 
-redis.register_function('tt1_enqueue', enqueue)
-redis.register_function('tt1_fetch', fetch)
-redis.register_function('tt1_renew', renew)
-redis.register_function('tt1_finish', finish)
-redis.register_function('tt1_cancel', cancel)
-redis.register_function('tt1_promote', promote)
-redis.register_function('tt1_reap', reap)
-redis.register_function('tt1_progress', progress)
-redis.register_function('tt1_watch', watch)
-redis.register_function('tt1_list', list)
-redis.register_function{function_name = 'tt1_counts', callback = counts, flags = {'no-writes'}}
+redis.register_function('tt2_enqueue', enqueue)
+redis.register_function('tt2_fetch', fetch)
+redis.register_function('tt2_renew', renew)
+redis.register_function('tt2_finish', finish)
+redis.register_function('tt2_cancel', cancel)
+redis.register_function('tt2_promote', promote)
+redis.register_function('tt2_reap', reap)
+redis.register_function('tt2_progress', progress)
+redis.register_function('tt2_watch', watch)
+redis.register_function('tt2_list', list)
+redis.register_function{function_name = 'tt2_counts', callback = counts, flags = {'no-writes'}}

@@ -9,7 +9,9 @@ Every multi-key change is one Lua function (``_redis.lua``, called through
 - a *maintenance* task promotes due scheduled jobs and reaps expired leases (any node may;
   the Lua functions make each move happen once);
 - a *listener* receives cancellations (and ends of awaited jobs) over pub/sub;
-- outcomes recorded at the same moment by several workers go to Redis in one call.
+- outcomes recorded at the same moment by several workers go to Redis in one call, which also
+  leases the next job of each of those workers (a worker that finishes a job and fetches the
+  next costs one round trip, shared with the others finishing at that moment).
 
 Delivery is at-least-once: see ``docs/redis.md``.
 """
@@ -44,7 +46,7 @@ from ._memory import snapshot
 from ._redis_batch import Batcher, Pending
 from ._redis_keys import RedisKeys
 from ._redis_link import RedisLink, cancelled_part, is_transient, parse_redis_url
-from ._redis_scripts import Outcome, RedisScripts, encode_json, num
+from ._redis_scripts import Leased, Outcome, RedisScripts, encode_json, num
 
 _PENDING = JobStatus.PENDING
 _SCHEDULED = JobStatus.SCHEDULED
@@ -58,6 +60,11 @@ _BATCH_MAX = 256
 _CANCELS_KEPT = 4096
 #: Seconds of silence after which a connection is taken for dead.
 _MAX_IDLE = 30
+#: A job leased for a worker along with its previous outcome is handed back if the worker
+#: has not come for it within this many seconds (it stopped instead of fetching).
+_STASH_MAX_AGE = 0.1
+#: Kinds of outcome after which the worker fetches its next job.
+_FREES_WORKER = frozenset("cfrx")
 
 _Settled = Pending[Outcome, JobStatus | Job | None]
 
@@ -160,6 +167,12 @@ class RedisBroker(Broker):
             self._write_outcomes, max_batch=_BATCH_MAX
         )
         self._done: dict[str, list[Any]] = {}
+        #: Jobs leased for a worker with its previous outcome, until it fetches: worker id ->
+        #: (delivery, trio time leased).
+        self._stash: dict[str, tuple[Delivery, float]] = {}
+        self._stash_added = trio.Event()
+        #: Off once the node stops fetching (a worker's fetch was cancelled: shutting down).
+        self._lease_on_finish = True
         self._maintenance_wake: trio.CancelScope | None = None
         self._counts = QueueCounts(dict.fromkeys(Priority, 0), 0, 0)
 
@@ -185,6 +198,10 @@ class RedisBroker(Broker):
             try:
                 await self._run_tasks(task_status)
             finally:
+                self._lease_on_finish = False
+                if self._stash:
+                    with trio.CancelScope(shield=True):
+                        await self._unfetch(self._take_stash())
                 self._link.closed = True
                 self._nursery = None
                 release.set()
@@ -215,6 +232,7 @@ class RedisBroker(Broker):
             nursery.start_soon(self._feed)
             nursery.start_soon(self._heartbeat)
             nursery.start_soon(self._maintain)
+            nursery.start_soon(self._sweep_stash)
             self._log.info(
                 "redis broker started",
                 node=self.node_id,
@@ -281,7 +299,18 @@ class RedisBroker(Broker):
     # -- workers ---------------------------------------------------------------------------
 
     async def fetch(self, worker_id: str) -> Delivery:
-        """Wait for the feeder to lease a job for this worker."""
+        """The job leased for this worker with its previous outcome, if any; else wait for the
+        feeder to lease one."""
+        if self._stash:
+            stashed = self._stash.pop(worker_id, None)
+            if stashed is not None:
+                try:
+                    await trio.lowlevel.checkpoint()
+                except BaseException:
+                    self._stop_leasing_on_finish()
+                    self._spawn_unfetch([stashed[0]])
+                    raise
+                return self._delivered(stashed[0])
         waiter = _Waiter(worker_id)
         self._waiters.append(waiter)
         self._want.set()
@@ -289,17 +318,45 @@ class RedisBroker(Broker):
             await waiter.event.wait()
         except BaseException:
             waiter.gone = True
+            self._stop_leasing_on_finish()
             if waiter.delivery is not None:
                 # Leased for us after we were cancelled: give it back.
                 self._spawn_unfetch([waiter.delivery])
             raise
         delivery = waiter.delivery
         assert delivery is not None
+        return self._delivered(delivery)
+
+    def _delivered(self, delivery: Delivery) -> Delivery:
         job_id = delivery.job.id
         if job_id in self._cancels and self._nursery is not None:
             # Cancelled while the lease was on its way here: stop it once the worker holds it.
             self._nursery.start_soon(self._cancel_soon, job_id)
         return delivery
+
+    def _stop_leasing_on_finish(self) -> None:
+        """A worker stopped fetching (the node is shutting down): lease nothing more along with
+        outcomes, and hand back what was leased so for workers that will not come for it."""
+        self._lease_on_finish = False
+        if self._stash:
+            self._spawn_unfetch(self._take_stash())
+
+    def _take_stash(self) -> list[Delivery]:
+        deliveries = [delivery for delivery, _ in self._stash.values()]
+        self._stash.clear()
+        return deliveries
+
+    async def _sweep_stash(self) -> None:
+        """Hand back jobs leased for workers that did not come for them (they stopped)."""
+        while True:
+            if not self._stash:
+                self._stash_added = trio.Event()
+                await self._stash_added.wait()
+            await trio.sleep(_STASH_MAX_AGE)
+            horizon = trio.current_time() - _STASH_MAX_AGE
+            stale = [worker for worker, (_, at) in self._stash.items() if at <= horizon]
+            if stale:
+                await self._unfetch_shielded([self._stash.pop(worker)[0] for worker in stale])
 
     async def _cancel_soon(self, job_id: str) -> None:
         await trio.lowlevel.checkpoint()
@@ -418,9 +475,11 @@ class RedisBroker(Broker):
     async def _settle_delivery(
         self, delivery: Delivery, kind: str, value: str, at: str
     ) -> _Settled:
-        job_id = delivery.job.id
+        job = delivery.job
+        job_id = job.id
         token = delivery.token or ""
-        item = await self._outcomes.submit(Outcome(job_id, token, kind, value, at))
+        worker = (job.worker_id or "") if kind in _FREES_WORKER else ""
+        item = await self._outcomes.submit(Outcome(job_id, token, kind, value, at, worker))
         if self._active.get(job_id) == token:
             del self._active[job_id]
         self._lost.discard(job_id)
@@ -432,22 +491,52 @@ class RedisBroker(Broker):
         """One ``finish`` call for a batch, retried for ``outcome_timeout``; ``None`` if it
         could not be written (the jobs will run again when their leases expire)."""
         now = 0.0
+        # Lease the next job of each worker freed by these outcomes in the same call.
+        workers = [o.worker for o in outcomes if o.worker] if self._lease_on_finish else []
 
-        async def call() -> list[JobStatus | Job | None]:
+        async def call() -> tuple[list[JobStatus | Job | None], list[Leased]]:
             nonlocal now
             now = self._now()
-            return await self._scripts.finish(now, self.result_ttl, self.result_max_jobs, outcomes)
+            return await self._scripts.finish(
+                now,
+                self.result_ttl,
+                self.result_max_jobs,
+                outcomes,
+                lease_ms=self._lease_ms,
+                node=self.node_id,
+                workers=workers,
+            )
 
         try:
             with trio.CancelScope(shield=True):
-                results = await self._link.retry(call, budget=self.outcome_timeout)
+                results, leased = await self._link.retry(call, budget=self.outcome_timeout)
         except BrokerUnavailable as exc:
             self._log.error(_NOT_RECORDED, job_ids=[o.job_id for o in outcomes], error=exc.reason)
             return None
         except coredis.exceptions.RedisError:
             self._log.exception(_NOT_RECORDED, job_ids=[o.job_id for o in outcomes])
             return None
+        if leased:
+            self._stash_leased(workers, leased)
         return now, results
+
+    def _stash_leased(self, workers: list[str], leased: list[Leased]) -> None:
+        at = trio.current_time()
+        orphans: list[Delivery] = []
+        for worker, (token, job) in zip(workers, leased, strict=False):
+            delivery = Delivery(job, token)
+            self._active[job.id] = token
+            if not self._lease_on_finish:
+                orphans.append(delivery)  # stopped meanwhile
+                continue
+            previous = self._stash.get(worker)
+            if previous is not None:
+                orphans.append(previous[0])
+            self._stash[worker] = (delivery, at)
+        if self._stash and not self._stash_added.is_set():
+            self._stash_added.set()
+        if orphans:
+            self._spawn_unfetch(orphans)
 
     async def set_progress(self, delivery_job: Job, value: Any) -> None:
         """Record progress; best effort (a lost write is not worth failing the job for)."""

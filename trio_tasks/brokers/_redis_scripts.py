@@ -48,6 +48,12 @@ def decode_job(values: Sequence[str | None]) -> Job | None:
     )
 
 
+def decode_job_array(text: str) -> Job:
+    """Rebuild a job from its record as one JSON array of the values of :data:`RECORD_FIELDS`
+    (``record_json`` in ``_redis.lua``): one parse instead of one per field."""
+    return job_from_record(dict(zip(RECORD_FIELDS, _loads(text), strict=True)))
+
+
 def encode_json(value: Any) -> str:
     """The compact JSON text of ``value`` (as stored in a job's hash)."""
     return _dumps(value)
@@ -66,13 +72,18 @@ class Leased(NamedTuple):
 
 
 class Outcome(NamedTuple):
-    """One entry of :meth:`RedisScripts.finish`: see ``finish`` in ``_redis.lua``."""
+    """One entry of :meth:`RedisScripts.finish`: see ``finish`` in ``_redis.lua``.
+
+    ``worker``: the worker that has just become free by it, to lease its next job in the same
+    call (``""``: none).
+    """
 
     job_id: str
     token: str
     kind: str
     value: str = ""
     at: str = ""
+    worker: str = ""
 
 
 class EnqueueResult(NamedTuple):
@@ -90,6 +101,10 @@ class CancelResult(NamedTuple):
     code: str
     status: JobStatus | None
     job: Job | None
+
+
+def _leased(reply: Sequence[Any]) -> list[Leased]:
+    return [Leased(str(reply[i]), decode_job_array(reply[i + 1])) for i in range(0, len(reply), 2)]
 
 
 class RedisScripts:
@@ -142,13 +157,7 @@ class RedisScripts:
         """Lease up to ``len(workers)`` jobs, highest priority first, one per worker in order."""
         args = [num(now), str(lease_ms), node, str(len(workers))]
         args += [_dumps(worker) for worker in workers]
-        reply = await self._call("fetch", args)
-        leased: list[Leased] = []
-        for i in range(0, len(reply), 2):
-            leased_job = decode_job(reply[i + 1])
-            assert leased_job is not None
-            leased.append(Leased(str(reply[i]), leased_job))
-        return leased
+        return _leased(await self._call("fetch", args))
 
     async def renew(self, lease_ms: int, leases: Sequence[tuple[str, str]]) -> list[int]:
         """Extend ``(job_id, token)`` leases: 0 lost, 1 renewed, 2 renewed + cancel requested."""
@@ -158,19 +167,31 @@ class RedisScripts:
         return [int(code) for code in await self._call("renew", args)]
 
     async def finish(
-        self, now: float, ttl: float, max_jobs: int, outcomes: Sequence[Outcome]
-    ) -> list[JobStatus | Job | None]:
+        self,
+        now: float,
+        ttl: float,
+        max_jobs: int,
+        outcomes: Sequence[Outcome],
+        *,
+        lease_ms: int = 0,
+        node: str = "",
+        workers: Sequence[str] = (),
+    ) -> tuple[list[JobStatus | Job | None], list[Leased]]:
         """Record ``outcomes``: for each, the job's status after it, else (the lease was lost:
-        nothing changed) the job as it is now, ``None`` if it is gone."""
+        nothing changed) the job as it is now, ``None`` if it is gone. Then lease up to
+        ``len(workers)`` jobs as :meth:`fetch` does, one per worker in order."""
         args = [num(now), str(max(1, round(ttl * 1000))), num(ttl), str(max_jobs)]
+        args += [node, str(lease_ms), str(len(workers))]
+        args += [_dumps(worker) for worker in workers]
         for outcome in outcomes:
-            args += outcome
+            args += outcome[:5]
+        statuses, leased = await self._call("finish", args)
         results: list[JobStatus | Job | None] = []
-        for entry in await self._call("finish", args):
+        for entry in statuses:
             results.append(
                 JobStatus(_loads(entry)) if isinstance(entry, str) else decode_job(entry)
             )
-        return results
+        return results, _leased(leased)
 
     async def cancel(self, job_id: str, now: float, ttl: float, max_jobs: int) -> CancelResult:
         """Cancel a job; see ``cancel`` in ``_redis.lua``."""
