@@ -129,6 +129,16 @@ async def test_bad_submit_arguments_exit_2(
     assert err.startswith(f"trio-tasks: error: {message}")
 
 
+@pytest.mark.parametrize("bad", ["notaurl", "localhost:8080", "ftp://127.0.0.1:9"])
+def test_a_url_that_is_not_http_exits_2_without_a_traceback(
+    capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    assert main(["stats", "--url", bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"trio-tasks: error: --url={bad!r}: expected http://host:port")
+    assert len(err.splitlines()) == 1
+
+
 def test_the_url_defaults_to_the_environment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

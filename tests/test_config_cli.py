@@ -174,6 +174,33 @@ def restore_logging() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize(
+    ("argv", "environ", "name"),
+    [
+        (["worker"], {"BROKER_URL": "redis://:secret@localhost:abc/0"}, "BROKER_URL"),
+        (["serve", "--broker", "redis://localhost:abc/0"], {}, "--broker"),
+    ],
+)
+def test_a_redis_url_with_a_bad_port_exits_2_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    environ: dict[str, str],
+    name: str,
+) -> None:
+    # It used to escape as a ValueError traceback with exit status 1.
+    for variable, value in environ.items():
+        monkeypatch.setenv(variable, value)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"trio-tasks: error: {name}='redis://")
+    assert "localhost:abc/0': malformed broker URL" in err
+    assert "localhost:abc/0" in err
+    assert "secret" not in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_serve_on_a_taken_port_exits_1_with_a_json_log_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -119,6 +119,29 @@ def test_console_format_is_for_people(out: io.StringIO) -> None:
     assert "\x1b[" not in text  # no colours when not writing to a terminal
 
 
+@pytest.mark.usefixtures("out")  # restores the logging setup
+async def test_a_lone_surrogate_is_escaped_not_a_crash(autojump_clock: trio.abc.Clock) -> None:
+    # A client's job id "x\ud800y" used to raise UnicodeEncodeError from the "job started"
+    # line inside a worker, which crashed the whole node.
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+    configure_logging("info", "json", stream)
+    tasks = trio_tasks.TaskRegistry()
+
+    @tasks.task("echo", retries=0)
+    async def echo(ctx: trio_tasks.JobContext) -> None:
+        raise ValueError(ctx.payload["text"])
+
+    async with trio_tasks.open_processor(tasks, workers=1) as processor:
+        job = await processor.submit("echo", {"text": "bad \udc80 byte"}, job_id="x\ud800y")
+        done = await processor.wait(job.id)
+    assert done.status is trio_tasks.JobStatus.FAILED
+    records = [json.loads(line) for line in raw.getvalue().decode("utf-8").splitlines()]
+    failed = next(r for r in records if r["msg"] == "job failed")
+    assert failed["job_id"] == "x\ud800y"
+    assert failed["error"] == "bad \udc80 byte"
+
+
 async def test_the_processor_logs_its_jobs_as_json(
     out: io.StringIO, autojump_clock: trio.abc.Clock
 ) -> None:

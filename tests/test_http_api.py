@@ -211,6 +211,9 @@ async def test_resubmitting_a_job_id_returns_the_existing_job() -> None:
         ({}, b"\xff\xfe\x00garbage", 400, "malformed JSON"),
         ({}, b"[" * 100_000 + b"]" * 100_000, 413, "request body too large"),
         ({}, b"[" * 5_000 + b"]" * 5_000, 400, "nested too deeply"),
+        # Decodable, but 980 levels used to be admitted and then made GET /jobs answer 500.
+        ({}, b'{"payload": {"a": ' + b"[" * 980 + b"]" * 980 + b"}}", 400, "at most 100 levels"),
+        ({}, b'{"payload": {"a": ' + b"[" * 99 + b"]" * 99 + b"}}", 400, "at most 100 levels"),
         ({}, b'[{"type": "email"}]', 400, "must be a JSON object, got an array"),
         ({}, b'"email"', 400, "must be a JSON object, got a string"),
         ({}, b'{"type": 5}', 400, "type: expected a non-empty string, got a number (5)"),
@@ -221,6 +224,13 @@ async def test_resubmitting_a_job_id_returns_the_existing_job() -> None:
         ({}, b'{"delay": -5}', 400, "delay: expected a duration >= 0"),
         ({}, b'{"run_at": "tomorrow"}', 400, "run_at: expected an RFC 3339 timestamp"),
         ({}, b'{"delay": "1s", "run_at": 1}', 400, "either delay or run_at"),
+        # Times no record can render (beyond year 9999) used to be admitted, and then every
+        # GET /jobs/{id}, GET /jobs and DELETE touching the job answered 500.
+        ({"delay": "1e308"}, None, 400, "delay: expected a duration ending before the year"),
+        ({}, b'{"delay": 1e308}', 400, "delay: expected a duration ending before the year"),
+        ({}, b'{"run_at": 1e308}', 400, "run_at: expected a time from 0001-01-01T00:00:00Z"),
+        ({}, b'{"run_at": -1e308}', 400, "run_at: expected a time from 0001-01-01T00:00:00Z"),
+        ({}, b'{"run_at": "9999-12-31T23:59:59-05:00"}', 400, "run_at: expected a time from"),
         ({}, b'{"job_id": "a/b"}', 400, "job_id: expected"),
         ({}, b'{"colour": "red"}', 400, "unknown field(s) colour"),
     ],
@@ -236,6 +246,29 @@ async def test_bad_submissions_get_a_4xx_with_a_message(
     assert response.content_type == "application/json"
     assert needle in answer["error"]
     assert stats.submitted == 0
+
+
+async def test_the_extreme_run_at_times_are_admitted_and_answered() -> None:
+    async with api() as (_, client):
+        last = await submit(client, type="sync", run_at="9999-12-31T23:59:59Z")
+        first = await submit(client, type="sync", run_at="0001-01-01T00:00:00Z")
+        record = await (await client.get(f"/jobs/{last['job_id']}")).get_json()
+        listing = await client.get("/jobs")
+        first_record = await (await client.get(f"/jobs/{first['job_id']}?wait=5s")).get_json()
+    assert record["run_at"] == "9999-12-31T23:59:59Z"
+    assert listing.status_code == 200
+    assert first_record["run_at"] == "0001-01-01T00:00:00Z"
+
+
+async def test_a_body_nested_100_levels_is_admitted_and_listed() -> None:
+    body = b'{"job_id": "deep", "payload": {"a": ' + b"[" * 98 + b"]" * 98 + b"}}"
+    async with api() as (_, client):
+        response = await client.post("/jobs", data=body)
+        listing = await client.get("/jobs")
+        record = await (await client.get("/jobs/deep")).get_json()
+    assert response.status_code == 202
+    assert listing.status_code == 200
+    assert record["id"] == "deep"
 
 
 async def test_unknown_type_lists_the_known_types() -> None:

@@ -116,6 +116,12 @@ class Job:
     progress: Any = None
 
 
+#: The range of POSIX seconds :func:`format_time` can render (years 1 to 9999, as ``datetime``);
+#: submissions are held to it so that a job's record can always be answered.
+EARLIEST_TIME = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+LATEST_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+
+
 def format_time(timestamp: float | None) -> str | None:
     """Render POSIX seconds as RFC 3339 UTC with microseconds (``2024-01-01T12:00:00.000001Z``)."""
     if timestamp is None:

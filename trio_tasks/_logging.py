@@ -50,6 +50,7 @@ def configure_logging(level: str = "info", fmt: str = "json", file: TextIO | Non
             structlog.processors.TimeStamper(fmt="iso", utc=True, key=time_key),
             structlog.processors.format_exc_info,
             renderer,
+            _escape_surrogates,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(min_level),
         logger_factory=structlog.WriteLoggerFactory(file=out),
@@ -82,6 +83,18 @@ def _render_json(_logger: Any, _method: str, event: dict[str, Any]) -> str:
 
 # Built once: json.dumps() with options builds a new encoder on every call.
 _encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
+
+
+def _escape_surrogates(_logger: Any, _method: str, rendered: Any) -> Any:
+    # The last processor: ``rendered`` is the renderer's line (typed Any, as structlog types a
+    # processor's input as an event dict). A lone surrogate in it (a client's job id "x\ud800",
+    # a handler's error message) cannot be written as UTF-8: the write would raise in the task
+    # that logs, a worker, and take the node down. Escaped as \ud800 it stays valid JSON. Most
+    # lines are ASCII and pass at the cost of one scan.
+    line: str = rendered
+    if line.isascii():
+        return line
+    return line.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class _StructlogHandler(logging.Handler):

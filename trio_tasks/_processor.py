@@ -559,12 +559,18 @@ def make_broker(url: str, config: Config) -> Broker:
     if url.startswith(("redis://", "rediss://", "unix://")):
         from .brokers._redis import RedisBroker  # imports coredis only when Redis is used
 
-        return RedisBroker(
-            url,
-            max_concurrency=config.max_concurrency,
-            result_ttl=config.result_ttl,
-            result_max_jobs=config.result_max_jobs,
-        )
+        try:
+            return RedisBroker(
+                url,
+                max_concurrency=config.max_concurrency,
+                result_ttl=config.result_ttl,
+                result_max_jobs=config.result_max_jobs,
+            )
+        except InvalidValue:
+            raise
+        except ValueError as exc:
+            # Raised by URL parsing below us (a port that is not a number, say).
+            raise InvalidValue(f"malformed broker URL: {exc}") from None
     raise InvalidValue(
         f"broker URL {url!r} is not supported; use memory:// or redis://host:port/db"
     )

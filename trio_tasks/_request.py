@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -10,7 +11,7 @@ import attrs
 
 from ._durations import parse_duration
 from ._errors import InvalidValue
-from ._job import Priority, parse_time
+from ._job import EARLIEST_TIME, LATEST_TIME, Priority, parse_time
 
 _FIELDS = frozenset(
     {"type", "priority", "payload", "timeout", "retries", "delay", "run_at", "job_id"}
@@ -93,6 +94,10 @@ class JobRequest:
         delay_s = None
         if delay is not None:
             delay_s = parse_duration(_duration_input(delay, "delay"), name="delay")
+            if time.time() + delay_s > LATEST_TIME:
+                raise InvalidValue(
+                    f"delay: expected a duration ending before the year 10000, got {delay!r}"
+                )
         run_at_s = None
         if run_at is not None:
             if delay is not None:
@@ -104,6 +109,11 @@ class JobRequest:
             else:
                 raise InvalidValue(
                     f"run_at: expected an RFC 3339 timestamp or POSIX seconds, got {run_at!r}"
+                )
+            if not EARLIEST_TIME <= run_at_s <= LATEST_TIME:
+                raise InvalidValue(
+                    "run_at: expected a time from 0001-01-01T00:00:00Z to "
+                    f"9999-12-31T23:59:59Z, got {run_at!r}"
                 )
         if job_id is not None and (
             not isinstance(job_id, str)

@@ -32,7 +32,7 @@ from ._logging import configure_logging
 from ._precise_clock import PreciseClock
 from ._processor import Processor
 from ._registry import TaskRegistry
-from ._serve import run_node
+from ._serve import _redact, run_node
 
 #: Where client commands find the server unless ``--url`` or ``TRIO_TASKS_URL`` says otherwise.
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -168,7 +168,9 @@ def _run_node(args: argparse.Namespace, *, http: bool) -> int:
     try:
         processor = Processor(registry, config)
     except InvalidValue as exc:
-        raise _UsageError(f"BROKER_URL={config.broker_url!r}: {exc}") from None
+        name = "--broker" if flags["broker_url"] else "BROKER_URL"
+        # The start-up log line hides a password in the URL; so does this one.
+        raise _UsageError(f"{name}={_redact(config.broker_url)!r}: {exc}") from None
     if not http and config.broker_url.startswith("memory://"):
         log.warning(
             "worker with the memory:// broker: no other process can submit jobs to it",
@@ -343,6 +345,8 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _call(method: str, base: str, path: str, body: Any = None) -> Any:
+    if not base.startswith(("http://", "https://")):
+        raise _UsageError(f"--url={base!r}: expected http://host:port or https://host:port")
     url = base.rstrip("/") + path
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)

@@ -35,6 +35,10 @@ MAX_WAIT = 60.0
 #: Default and largest ``limit`` of ``GET /jobs``.
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
+#: Deepest nesting of a request body (the body itself is level 1). Deeper payloads used to be
+#: admitted and then break every answer containing them (``GET /jobs`` answered 500), because
+#: encoding a record nests a few levels deeper than decoding the body did.
+MAX_JSON_DEPTH = 100
 
 _SUBMIT_PARAMS = frozenset(
     {"type", "priority", "timeout", "retries", "delay", "run_at", "job_id"}
@@ -335,7 +339,7 @@ def _parse_json(body: bytes) -> Any:
     if not body:
         raise InvalidValue("malformed JSON: the body is empty")
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        data = json.loads(body, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise InvalidValue(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -343,7 +347,26 @@ def _parse_json(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidValue("malformed JSON: the body is not UTF-8 text") from None
     except RecursionError:
-        raise InvalidValue("malformed JSON: nested too deeply") from None
+        raise InvalidValue(_TOO_DEEP) from None
+    # Each level takes two bytes ("[]"): a short body cannot be too deep, and most are short.
+    if len(body) > 2 * MAX_JSON_DEPTH and _too_deep(data):
+        raise InvalidValue(_TOO_DEEP)
+    return data
+
+
+_TOO_DEEP = f"malformed JSON: nested too deeply (at most {MAX_JSON_DEPTH} levels)"
+
+
+def _too_deep(data: Any) -> bool:
+    # Iterative: the point is to refuse what recursion could not handle later.
+    stack: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, dict | list) else []
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _kind(value: object) -> str:
