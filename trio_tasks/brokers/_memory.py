@@ -53,6 +53,7 @@ class MemoryBroker(Broker):
         channels = [trio.open_memory_channel[Job](max_concurrency) for _ in Priority]
         self._send = {p: channels[i][0] for i, p in enumerate(Priority)}
         self._recv = [channels[Priority(p) - 1][1] for p in PRIORITIES_HIGH_FIRST]
+        self._lanes = list(zip(PRIORITIES_HIGH_FIRST, self._recv, strict=True))
         self._available = trio.Semaphore(0)
         self._pending = dict.fromkeys(Priority, 0)
         self._tombstones = dict.fromkeys(Priority, 0)
@@ -185,12 +186,12 @@ class MemoryBroker(Broker):
         """Wait for a job; take the oldest of the highest non-empty priority."""
         while True:
             await self._available.acquire()
-            for receiver in self._recv:
-                try:
+            pending, tombstones = self._pending, self._tombstones
+            # The counts say which channels hold entries: no WouldBlock raised per empty level.
+            for priority, receiver in self._lanes:
+                if pending[priority] or tombstones[priority]:
                     job = receiver.receive_nowait()
-                except trio.WouldBlock:
-                    continue
-                break
+                    break
             else:
                 # The token of a tombstone that _compact removed after handing the token out.
                 continue
