@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import trio_tasks
 from trio_tasks import JobRequest
 from trio_tasks.brokers._redis import RedisBroker
 
+from ._inprocess import measure_latency
 from ._servers import ROOT, free_port
 
 #: Jobs per producer batch (one FCALL each).
@@ -106,30 +106,9 @@ async def _wait_ready(url: str) -> None:
 
 async def _latency(url: str, samples: int) -> dict[str, float]:
     """Submit-to-start latency on an idle node, one job at a time."""
-    started: dict[str, float] = {}
-    tasks = trio_tasks.TaskRegistry()
-
-    @tasks.task("probe")
-    async def probe(ctx: trio_tasks.JobContext) -> None:
-        started[ctx.job.id] = time.perf_counter()
-
-    latencies = []
     with trio.fail_after(60):
         broker = RedisBroker(f"{url}?namespace=latency", max_concurrency=10_000)
-        async with trio_tasks.open_processor(tasks, broker=broker, workers=10) as processor:
-            for _ in range(20):  # warm up: connections opened, library loaded
-                await processor.wait((await processor.submit("probe")).id)
-            for _ in range(samples):
-                submitted = time.perf_counter()
-                job = await processor.submit("probe")
-                await processor.wait(job.id)
-                latencies.append(started[job.id] - submitted)
-    latencies.sort()
-    return {
-        "samples": samples,
-        "p50_ms": statistics.median(latencies) * 1e3,
-        "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1e3,
-    }
+        return await measure_latency(samples, broker, warmup=20)
 
 
 def _spawn_worker(url: str, workers: int, log: Path) -> subprocess.Popen[bytes]:

@@ -153,17 +153,7 @@ class RedisLink:
 
     async def once(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` once; a transient error becomes :class:`BrokerUnavailable`."""
-        if self.closed:
-            raise BrokerUnavailable("the Redis broker is not running")
-        try:
-            result = await call()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            self.failed(exc)
-            raise BrokerUnavailable(self.reason or "redis unreachable") from None
-        self.succeeded()
-        return result
+        return await self.retry(call, budget=0.0)
 
     async def retry(self, call: Callable[[], Awaitable[T]], *, budget: float | None = None) -> T:
         """Run ``call`` until it gets an answer, pausing with backoff after transient errors.
