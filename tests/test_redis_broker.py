@@ -250,6 +250,54 @@ async def test_priority_is_strict_across_nodes_and_fifo_within_one(redis_url: st
     assert [j.id for j in popped] == [j.id for j in expected]
 
 
+async def test_a_submission_leases_for_its_own_idle_workers_by_priority(redis_url: str) -> None:
+    cancelled: list[str] = []
+    a = RedisBroker(redis_url, lease=5.0, retry_cap=0.2)
+    b = RedisBroker(redis_url, lease=5.0, retry_cap=0.2)
+    with trio.fail_after(20):
+        async with running(a, on_cancel=cancelled.append), running(b), trio.open_nursery() as n:
+            got: list[Any] = []
+
+            async def fetch() -> None:
+                got.append(await a.fetch("a-worker"))
+
+            n.start_soon(fetch)
+            # Its feeder found nothing and sleeps on the wake-up list; the worker is idle.
+            await until(lambda: bool(a._waiters))
+            await trio.sleep(0.05)
+            low, urgent = new_job(priority=Priority.LOW), new_job(priority=Priority.URGENT)
+            await a.enqueue([low, urgent])
+            # Leased by the enqueue call itself (no feeder round trip): the urgent job, not the
+            # older low one, as a fetch would have.
+            assert urgent.id in a._active
+            assert low.id not in a._active
+            assert not a._waiters
+            await until(lambda: bool(got))
+            delivery = got[0]
+            assert delivery.job.id == urgent.id
+            assert delivery.job.status is JobStatus.RUNNING
+            assert delivery.job.attempts == 1
+            async with raw_client(redis_url) as redis:
+                tok, owner, status = await redis.hmget(
+                    a.keys.job(urgent.id), ["tok", "node", "status"]
+                )
+            assert (tok, owner, status) == (delivery.token, a.node_id, '"running"')
+            assert (await b.counts()).pending[Priority.LOW] == 1
+            # Cancelled from another node on its way to (or in) the worker: it reaches node a.
+            outcome = await b.cancel(urgent.id)
+            assert outcome.running
+            await until(lambda: urgent.id in cancelled)
+            done = await a.finish_cancelled(delivery)
+            assert done.status is JobStatus.CANCELLED
+            # The worker's next job is the low one, leased with a token of its own.
+            following = await a.fetch("a-worker")
+            assert following.job.id == low.id
+            assert following.token != delivery.token
+            finished = await a.complete(following, "ok")
+            assert finished.status is JobStatus.COMPLETED
+            n.cancel_scope.cancel()
+
+
 # -- leases, fencing, reaping, promotion ---------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-#!lua name=trio_tasks_2
+#!lua name=trio_tasks_3
 --[[
 trio-tasks: every state change of the Redis broker that touches more than one key.
 
@@ -145,59 +145,6 @@ local function unfinished(keys)
   return n
 end
 
---[[ enqueue: admit a batch of jobs, all or none.
-ARGV: prefix, max_unfinished, then per job: id, priority, score ('' = pending, else run_at),
-nfields, field1, value1, ...
-Returns {'full', unfinished} or {'ok', r1, r2, ...}: r is 1 (created), 2 (the same id earlier
-in this batch) or the existing record (HMGET of FIELDS).
-]]
-local function enqueue(keys, args)
-  local prefix, limit = args[1], tonumber(args[2])
-  local jobs, seen, results = {}, {}, {'ok'}
-  local fresh = 0
-  local i = 3
-  while i <= #args do
-    local nfields = tonumber(args[i + 3])
-    local job = {id = args[i], priority = tonumber(args[i + 1]), score = args[i + 2],
-      first = i + 4, last = i + 3 + 2 * nfields}
-    local key = job_key(prefix, job.id)
-    if seen[job.id] then
-      results[#results + 1] = 2
-    elseif redis.call('EXISTS', key) == 1 then
-      seen[job.id] = true
-      results[#results + 1] = record(key)
-    else
-      seen[job.id] = true
-      results[#results + 1] = 1
-      job.key = key
-      jobs[#jobs + 1] = job
-      fresh = fresh + 1
-    end
-    i = job.last + 1
-  end
-  if fresh == 0 then
-    return results
-  end
-  local current = unfinished(keys)
-  if current + fresh > limit then
-    return {'full', current}
-  end
-  local queued = 0
-  for _, job in ipairs(jobs) do
-    redis.call('HSET', job.key, unpack(args, job.first, job.last))
-    if job.score == '' then
-      redis.call('RPUSH', keys[job.priority], job.id)
-      queued = queued + 1
-    else
-      redis.call('ZADD', keys[SCHED], job.score, job.id)
-    end
-    redis.call('ZADD', keys[INDEX], redis.call('INCR', keys[SEQ]), job.id)
-  end
-  redis.call('HINCRBY', keys[STATS], 'submitted', fresh)
-  wake(keys, queued)
-  return results
-end
-
 --[[ lease: take up to #workers jobs, the oldest of the highest non-empty priority first, and
 lease them, one per worker in order. workers holds JSON-encoded worker ids.
 Returns {token1, record1 (JSON array), token2, record2, ...}.
@@ -248,6 +195,67 @@ lease_ms, node, k, worker_id JSON x k. Returns what lease returns.
 local function fetch(keys, args)
   local k = tonumber(args[5])
   return lease(keys, args[1], args[2], tonumber(args[3]), args[4], {unpack(args, 6, 5 + k)})
+end
+
+--[[ enqueue: admit a batch of jobs, all or none; then, as fetch does, lease jobs for the
+submitting node's idle workers (the highest-priority oldest pending jobs, not necessarily these).
+ARGV: prefix, max_unfinished, now, lease_ms, node, k, worker_id JSON x k, then per job: id,
+priority, score ('' = pending, else run_at), nfields, field1, value1, ...
+Returns {'full', unfinished} or {'ok', leased, r1, r2, ...}: leased is what lease returns; r is
+1 (created), 2 (the same id earlier in this batch) or the existing record (HMGET of FIELDS).
+]]
+local function enqueue(keys, args)
+  local prefix, limit = args[1], tonumber(args[2])
+  local now, lease_ms, node, k = args[3], tonumber(args[4]), args[5], tonumber(args[6])
+  local leased = {}
+  local jobs, seen, results = {}, {}, {'ok', leased}
+  local fresh = 0
+  local i = 7 + k
+  while i <= #args do
+    local nfields = tonumber(args[i + 3])
+    local job = {id = args[i], priority = tonumber(args[i + 1]), score = args[i + 2],
+      first = i + 4, last = i + 3 + 2 * nfields}
+    local key = job_key(prefix, job.id)
+    if seen[job.id] then
+      results[#results + 1] = 2
+    elseif redis.call('EXISTS', key) == 1 then
+      seen[job.id] = true
+      results[#results + 1] = record(key)
+    else
+      seen[job.id] = true
+      results[#results + 1] = 1
+      job.key = key
+      jobs[#jobs + 1] = job
+      fresh = fresh + 1
+    end
+    i = job.last + 1
+  end
+  if fresh == 0 then
+    return results
+  end
+  local current = unfinished(keys)
+  if current + fresh > limit then
+    return {'full', current}
+  end
+  local queued = 0
+  for _, job in ipairs(jobs) do
+    redis.call('HSET', job.key, unpack(args, job.first, job.last))
+    if job.score == '' then
+      redis.call('RPUSH', keys[job.priority], job.id)
+      queued = queued + 1
+    else
+      redis.call('ZADD', keys[SCHED], job.score, job.id)
+    end
+    redis.call('ZADD', keys[INDEX], redis.call('INCR', keys[SEQ]), job.id)
+  end
+  redis.call('HINCRBY', keys[STATS], 'submitted', fresh)
+  if queued > 0 and k > 0 then
+    leased = lease(keys, prefix, now, lease_ms, node, {unpack(args, 7, 6 + k)})
+    results[2] = leased
+  end
+  -- Jobs queued here and not taken at once: wake idle nodes for them.
+  wake(keys, queued - #leased / 2)
+  return results
 end
 
 --[[ renew: extend the leases a node holds. ARGV: prefix, lease_ms, then id, token pairs.
@@ -495,14 +503,14 @@ local function list(keys, args)
   return out
 end
 
-redis.register_function('tt2_enqueue', enqueue)
-redis.register_function('tt2_fetch', fetch)
-redis.register_function('tt2_renew', renew)
-redis.register_function('tt2_finish', finish)
-redis.register_function('tt2_cancel', cancel)
-redis.register_function('tt2_promote', promote)
-redis.register_function('tt2_reap', reap)
-redis.register_function('tt2_progress', progress)
-redis.register_function('tt2_watch', watch)
-redis.register_function('tt2_list', list)
-redis.register_function{function_name = 'tt2_counts', callback = counts, flags = {'no-writes'}}
+redis.register_function('tt3_enqueue', enqueue)
+redis.register_function('tt3_fetch', fetch)
+redis.register_function('tt3_renew', renew)
+redis.register_function('tt3_finish', finish)
+redis.register_function('tt3_cancel', cancel)
+redis.register_function('tt3_promote', promote)
+redis.register_function('tt3_reap', reap)
+redis.register_function('tt3_progress', progress)
+redis.register_function('tt3_watch', watch)
+redis.register_function('tt3_list', list)
+redis.register_function{function_name = 'tt3_counts', callback = counts, flags = {'no-writes'}}

@@ -271,9 +271,16 @@ class RedisBroker(Broker):
             else:
                 job.status = _PENDING
                 entries.append((job, None))
-        result = await self._link.once(
-            partial(self._scripts.enqueue, self.max_concurrency, entries)
-        )
+        queued = len(entries) if soonest is None else sum(s is None for _, s in entries)
+        batch = self._take_idle(queued)
+        try:
+            result = await self._link.once(partial(self._shielded_enqueue, entries, batch))
+        except BaseException:
+            self._give_back(batch)
+            raise
+        orphans = self._hand_over(batch, result.leased)
+        if orphans:
+            self._spawn_unfetch(orphans)
         if result.full:
             raise QueueFull(self.max_concurrency)
         admissions: list[Admission] = []
@@ -290,6 +297,56 @@ class RedisBroker(Broker):
         if soonest is not None:
             self._promote_by(soonest)
         return admissions
+
+    def _take_idle(self, n: int) -> list[_Waiter]:
+        """Up to ``n`` idle workers of this node, taken from the feeder, for ``enqueue`` to
+        lease jobs for them in the same call (none once the node stops fetching)."""
+        batch: list[_Waiter] = []
+        if not self._lease_on_finish:
+            return batch
+        waiters = self._waiters
+        while waiters and len(batch) < n:
+            waiter = waiters.popleft()
+            if not waiter.gone:
+                batch.append(waiter)
+        return batch
+
+    def _give_back(self, batch: list[_Waiter]) -> None:
+        """Return idle workers not served to the front of the feeder's queue."""
+        idle = [w for w in batch if not w.gone]
+        if idle:
+            self._waiters.extendleft(reversed(idle))
+            self._want.set()
+
+    async def _shielded_enqueue(
+        self, entries: list[tuple[Job, float | None]], batch: list[_Waiter]
+    ) -> Any:
+        # Leasing for idle workers: once sent, the call must come back, as a fetch must.
+        with trio.CancelScope(shield=bool(batch)):
+            return await self._scripts.enqueue(
+                self.max_concurrency,
+                entries,
+                now=self._now(),
+                lease_ms=self._lease_ms,
+                node=self.node_id,
+                workers=[w.worker_id for w in batch],
+            )
+
+    def _hand_over(self, batch: list[_Waiter], leased: Sequence[Leased]) -> list[Delivery]:
+        """Give each waiter its leased job, in order; the waiters left over go back to the
+        feeder. Returns the deliveries whose worker has gone meanwhile (to hand back)."""
+        orphans: list[Delivery] = []
+        for waiter, (token, job) in zip(batch, leased, strict=False):
+            delivery = Delivery(job, token)
+            self._active[job.id] = token
+            if waiter.gone:
+                orphans.append(delivery)
+            else:
+                waiter.delivery = delivery
+                waiter.event.set()
+        if len(leased) < len(batch):
+            self._give_back(batch[len(leased) :])
+        return orphans
 
     def _promote_by(self, run_at: float) -> None:
         scope = self._maintenance_wake
@@ -376,16 +433,7 @@ class RedisBroker(Broker):
                 continue
             workers = [w.worker_id for w in batch]
             leased = await self._link.retry(partial(self._shielded_fetch, workers))
-            orphans: list[Delivery] = []
-            for waiter, (token, job) in zip(batch, leased, strict=False):
-                delivery = Delivery(job, token)
-                self._active[job.id] = token
-                if waiter.gone:
-                    orphans.append(delivery)
-                else:
-                    waiter.delivery = delivery
-                    waiter.event.set()
-            self._waiters.extendleft(reversed([w for w in batch[len(leased) :] if not w.gone]))
+            orphans = self._hand_over(batch, leased)
             if orphans:
                 with trio.CancelScope(shield=True):
                     await self._unfetch(orphans)

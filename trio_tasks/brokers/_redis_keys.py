@@ -38,8 +38,8 @@ RECORD_FIELDS: tuple[str, ...] = (
 #: The Lua library (``#!lua name=...`` in ``_redis.lua``) and the prefix of its functions.
 #: Both change together whenever the functions change incompatibly, so nodes of two versions
 #: sharing one Redis never call each other's code.
-LIBRARY_NAME = "trio_tasks_2"
-FUNCTION_PREFIX = "tt2_"
+LIBRARY_NAME = "trio_tasks_3"
+FUNCTION_PREFIX = "tt3_"
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 

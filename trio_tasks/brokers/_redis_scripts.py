@@ -88,11 +88,13 @@ class Outcome(NamedTuple):
 
 class EnqueueResult(NamedTuple):
     """``full`` (with the unfinished count seen) or one entry per job: ``1`` created, ``2`` a
-    repeat of an earlier id of the batch, or the existing job."""
+    repeat of an earlier id of the batch, or the existing job; ``leased``: the jobs leased for
+    the idle workers given, one per worker in order."""
 
     full: bool
     unfinished: int
     entries: list[int | Job]
+    leased: list[Leased]
 
 
 class CancelResult(NamedTuple):
@@ -132,9 +134,21 @@ class RedisScripts:
             await self.load()
             return await self.client.fcall(FUNCTION_PREFIX + name, self._script_keys, arguments)
 
-    async def enqueue(self, limit: int, jobs: Sequence[tuple[Job, float | None]]) -> EnqueueResult:
-        """Admit ``jobs`` (each with its ``run_at`` score, ``None`` to queue it now)."""
-        args = [str(limit)]
+    async def enqueue(
+        self,
+        limit: int,
+        jobs: Sequence[tuple[Job, float | None]],
+        *,
+        now: float = 0.0,
+        lease_ms: int = 0,
+        node: str = "",
+        workers: Sequence[str] = (),
+    ) -> EnqueueResult:
+        """Admit ``jobs`` (each with its ``run_at`` score, ``None`` to queue it now); then, if
+        any was queued, lease up to ``len(workers)`` jobs as :meth:`fetch` does, one per worker
+        in order."""
+        args = [str(limit), num(now), str(lease_ms), node, str(len(workers))]
+        args += [_dumps(worker) for worker in workers]
         for job, score in jobs:
             fields = encode_job(job)
             args += [job.id, str(int(job.priority)), "" if score is None else num(score)]
@@ -142,16 +156,16 @@ class RedisScripts:
             args += fields
         reply = await self._call("enqueue", args)
         if reply[0] == "full":
-            return EnqueueResult(True, int(reply[1]), [])
+            return EnqueueResult(True, int(reply[1]), [], [])
         entries: list[int | Job] = []
-        for entry in reply[1:]:
+        for entry in reply[2:]:
             if isinstance(entry, int):
                 entries.append(entry)
             else:
                 existing = decode_job(entry)
                 assert existing is not None
                 entries.append(existing)
-        return EnqueueResult(False, 0, entries)
+        return EnqueueResult(False, 0, entries, _leased(reply[1]))
 
     async def fetch(self, now: float, lease_ms: int, node: str, workers: list[str]) -> list[Leased]:
         """Lease up to ``len(workers)`` jobs, highest priority first, one per worker in order."""
