@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from trio_tasks import JobRequest
 from trio_tasks.brokers._redis import RedisBroker
 
 from ._inprocess import measure_latency
-from ._servers import ROOT, free_port
+from ._servers import ROOT, free_port, stop_processes
 
 #: Jobs per producer batch (one FCALL each).
 _SUBMIT_BATCH = 500
@@ -85,12 +84,7 @@ def _redis_server() -> Iterator[str]:
             trio.run(_wait_ready, f"redis://127.0.0.1:{port}/0")
             yield f"redis://127.0.0.1:{port}/0"
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_processes([process], timeout=10)
 
 
 async def _wait_ready(url: str) -> None:
@@ -131,18 +125,6 @@ def _spawn_worker(url: str, workers: int, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 async def _drain(
     url: str, namespace: str, job_type: str, jobs: int, workers: int, processes: int, log: Path
 ) -> dict[str, Any]:
@@ -171,7 +153,7 @@ async def _drain(
                     await trio.sleep(_POLL)
                 detected = time.time()
             finally:
-                await trio.to_thread.run_sync(_stop, started)
+                await trio.to_thread.run_sync(stop_processes, started)
             assert totals.get("completed", 0) == jobs, totals
             async with coredis.Redis.from_url(url, decode_responses=True) as client:
                 span = await client.eval(_SPAN, [broker.keys.finished], [broker.keys.prefix])

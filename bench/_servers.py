@@ -49,9 +49,17 @@ def running(argv: list[str], port: int, env: dict[str, str] | None = None) -> It
         _wait_listening(port, process)
         yield
     finally:
-        process.terminate()
+        stop_processes([process])
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
+    """SIGTERM every process still running, then wait for each; kill one that takes too long."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
