@@ -12,6 +12,7 @@ import trio
 
 import trio_tasks
 from trio_tasks import JobRequest
+from trio_tasks.brokers._base import Broker
 
 
 async def _noop(ctx: trio_tasks.JobContext) -> None:
@@ -87,7 +88,7 @@ async def _drain(n: int, workers: int, job_type: str) -> float:
 
 
 async def measure_latency(
-    samples: int, broker: trio_tasks.Broker | None = None, warmup: int = 0
+    samples: int, broker: Broker | None = None, warmup: int = 0
 ) -> dict[str, float]:
     """Submit-to-start latency on an idle processor (memory, or ``broker``), one job at a time.
 

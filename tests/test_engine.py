@@ -869,7 +869,7 @@ async def test_leaving_the_block_drains_gracefully(autojump_clock: trio.testing.
     warnings = [c for c in capture.calls if c.method_name == "warning" and c.kwargs.get("count")]
     assert len(warnings) == 1
     assert warnings[0].kwargs["count"] == 3
-    assert sorted(warnings[0].kwargs["job_ids"]) == sorted(p.abandoned)
+    assert sorted(warnings[0].kwargs["first_ids"]) == sorted(p.abandoned)
 
 
 async def test_leaving_an_idle_processor_takes_no_time(

@@ -16,7 +16,9 @@ import trio
 
 import trio_tasks
 from trio_tasks import Processor
+from trio_tasks._config import build_config
 from trio_tasks._errors import BrokerUnavailable
+from trio_tasks.brokers._memory import MemoryBroker
 from trio_tasks.http import create_app
 
 RFC3339_SECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -46,7 +48,8 @@ JOB_FIELDS = {
 async def api(**settings: Any) -> AsyncIterator[tuple[Processor, Any]]:
     """A processor running the demo registry, and a test client of its HTTP API."""
     settings.setdefault("workers", 2)
-    async with trio_tasks.open_processor(trio_tasks.demo_registry(), **settings) as processor:
+    config = build_config(**settings)
+    async with trio_tasks.open_processor(trio_tasks.demo_registry(), config=config) as processor:
         app = create_app(processor)
         # Unexpected exceptions fail the test with their traceback instead of becoming a 500.
         app.config["PROPAGATE_EXCEPTIONS"] = True
@@ -101,7 +104,7 @@ async def test_health_and_submissions_answer_503_while_shutting_down(
         assert (await job(client, running["job_id"]))["status"] == "running"
 
 
-class _SickBroker(trio_tasks.MemoryBroker):
+class _SickBroker(MemoryBroker):
     def health(self) -> str | None:
         return "redis unreachable: connection refused"
 
@@ -303,7 +306,7 @@ async def test_queue_full_is_refused_at_once_with_retry_after(
     assert stats.submitted == 2
 
 
-class _UnreachableBroker(trio_tasks.MemoryBroker):
+class _UnreachableBroker(MemoryBroker):
     async def enqueue(self, jobs: Any) -> Any:
         raise BrokerUnavailable("connection refused")
 

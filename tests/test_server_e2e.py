@@ -151,7 +151,7 @@ def test_sigterm_lets_running_jobs_finish_and_exits_0() -> None:
     for job in running:
         assert any(r["msg"] == "job completed" and r["job_id"] == job["job_id"] for r in records)
     (abandoned,) = [r for r in records if r["msg"] == "unfinished jobs abandoned at shutdown"]
-    assert (abandoned["count"], abandoned["job_ids"]) == (1, [queued])
+    assert (abandoned["count"], abandoned["first_ids"]) == (1, [queued])
     assert records[-1]["msg"] == "trio-tasks stopped"
     assert process.stderr_lines == []
 
@@ -196,7 +196,7 @@ def test_the_grace_period_ends_running_jobs_after_sigint() -> None:
     assert any(r["msg"] == "shutdown requested" and r["signal"] == "SIGINT" for r in records)
     # In memory, an interrupted job is abandoned with the queued ones, and logged.
     (abandoned,) = [r for r in records if r["msg"] == "unfinished jobs abandoned at shutdown"]
-    assert abandoned["job_ids"] == [job.json()["job_id"]]
+    assert abandoned["first_ids"] == [job.json()["job_id"]]
     assert process.stderr_lines == []
 
 

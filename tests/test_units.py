@@ -23,8 +23,8 @@ from trio_tasks import (
     parse_duration,
 )
 from trio_tasks._backoff import backoff_cap, backoff_delay
+from trio_tasks._config import build_config
 from trio_tasks._job import JOB_SCHEMA_VERSION, job_from_record, job_to_json, job_to_record
-from trio_tasks._processor import build_config
 
 # -- durations -------------------------------------------------------------------------------
 

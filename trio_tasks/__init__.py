@@ -6,6 +6,7 @@ enforce timeouts, retry failures with backoff and keep results and statistics. S
 """
 
 from contextlib import suppress as _suppress
+from typing import TYPE_CHECKING, Any
 
 from ._config import Config as Config
 from ._context import JobContext as JobContext
@@ -28,27 +29,30 @@ from ._job import JobStatus as JobStatus
 from ._job import Priority as Priority
 from ._job import job_to_json as job_to_json
 from ._logging import configure_logging as configure_logging
+from ._open_processor import open_processor as open_processor
 from ._precise_clock import PreciseClock as PreciseClock
 from ._processor import Processor as Processor
-from ._processor import open_processor as open_processor
 from ._registry import TaskRegistry as TaskRegistry
 from ._registry import TaskSpec as TaskSpec
 from ._request import JobRequest as JobRequest
 from ._serve import run_node as run_node
 from ._serve import serve as serve
+from ._stats import ClusterView as ClusterView
+from ._stats import NodeView as NodeView
 from ._stats import Percentiles as Percentiles
 from ._stats import ProcessorStats as ProcessorStats
 from ._stats import WorkerStats as WorkerStats
 from .brokers._base import Admission as Admission
-from .brokers._base import Broker as Broker
-from .brokers._memory import MemoryBroker as MemoryBroker
+
+if TYPE_CHECKING:
+    from .brokers._redis import RedisBroker as RedisBroker
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Admission",
-    "Broker",
     "BrokerUnavailable",
+    "ClusterView",
     "Config",
     "InvalidValue",
     "Job",
@@ -58,7 +62,7 @@ __all__ = [
     "JobNotFound",
     "JobRequest",
     "JobStatus",
-    "MemoryBroker",
+    "NodeView",
     "Percentiles",
     "PermanentError",
     "PreciseClock",
@@ -66,6 +70,7 @@ __all__ = [
     "Processor",
     "ProcessorStats",
     "QueueFull",
+    "RedisBroker",
     "Retry",
     "ShuttingDown",
     "TaskRegistry",
@@ -83,8 +88,20 @@ __all__ = [
     "serve",
 ]
 
+
+def __getattr__(name: str) -> Any:
+    # The Redis broker (and coredis with it) is imported only when asked for.
+    if name == "RedisBroker":
+        from .brokers._redis import RedisBroker
+
+        return RedisBroker
+    raise AttributeError(f"module 'trio_tasks' has no attribute {name!r}")
+
+
 # Tracebacks and reprs say trio_tasks.X, not trio_tasks._module.X.
 for _name in __all__:
+    if _name == "RedisBroker":
+        continue
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("trio_tasks."):
         with _suppress(AttributeError, TypeError):  # builtins and frozen types refuse it

@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 
 from ._durations import format_duration, parse_duration
-from ._errors import InvalidValue
+from ._errors import InvalidValue, TrioTasksError
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _LOG_FORMATS = ("json", "console")
@@ -25,6 +25,11 @@ class Setting:
     help: str
 
 
+def _duration_field(default: float) -> Any:
+    # Marked once here; the settings table, build_config and the command line derive from it.
+    return attrs.field(default=default, metadata={"duration": True})
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Everything a trio-tasks node needs to know. Durations are in seconds.
@@ -37,18 +42,19 @@ class Config:
     server_port: int = 8080
     workers: int = 10
     max_concurrency: int = 100
-    job_timeout: float = 300.0
+    job_timeout: float = _duration_field(300.0)
     retry_attempts: int = 3
-    retry_delay: float = 1.0
-    retry_max_delay: float = 300.0
-    shutdown_timeout: float = 30.0
+    retry_delay: float = _duration_field(1.0)
+    retry_max_delay: float = _duration_field(300.0)
+    shutdown_timeout: float = _duration_field(30.0)
     log_level: str = "info"
     log_format: str = "json"
     broker_url: str = "memory://"
     tasks_app: str | None = None
-    result_ttl: float = 3600.0
+    result_ttl: float = _duration_field(3600.0)
     result_max_jobs: int = 10_000
     max_body_size: int = 1_048_576
+    loop_block_warning: float = _duration_field(0.1)
 
     def __attrs_post_init__(self) -> None:
         _check(0 <= self.server_port <= 65535, "server_port", self.server_port, "0-65535")
@@ -77,6 +83,12 @@ class Config:
         _check(self.result_ttl > 0, "result_ttl", self.result_ttl, "a duration > 0")
         _check(self.result_max_jobs >= 1, "result_max_jobs", self.result_max_jobs, ">= 1")
         _check(self.max_body_size >= 1024, "max_body_size", self.max_body_size, ">= 1024")
+        _check(
+            self.loop_block_warning >= 0,
+            "loop_block_warning",
+            self.loop_block_warning,
+            "a duration >= 0 (0 turns the warning off)",
+        )
 
     @classmethod
     def from_env(
@@ -115,6 +127,35 @@ class Config:
                 message = f"{env} (not set, default {default!r}): {_reason(exc)}"
                 raise InvalidValue(message) from None
             raise InvalidValue(f"{env}={shown!r}: {_reason(exc)}") from None
+
+
+#: The :class:`Config` fields that hold durations (seconds; Go syntax accepted on input).
+DURATION_FIELDS = frozenset(f.name for f in attrs.fields(Config) if f.metadata.get("duration"))
+
+
+def build_config(config: Config | None = None, **settings: Any) -> Config:
+    """Return ``config`` (default: all defaults) with ``settings`` applied by field name.
+
+    Duration settings accept Go durations or seconds; ``None`` leaves a setting as it is.
+
+    Raises:
+        InvalidValue: an unknown setting or a bad value.
+    """
+    base = config or Config()
+    fields = attrs.fields_dict(Config)
+    values: dict[str, Any] = {}
+    for name, value in settings.items():
+        if name not in fields:
+            raise InvalidValue(f"unknown setting {name!r}; expected one of {', '.join(fields)}")
+        if value is None:
+            continue
+        if name in DURATION_FIELDS:
+            value = parse_duration(value, name=name)
+        values[name] = value
+    try:
+        return attrs.evolve(base, **values)
+    except TrioTasksError as exc:
+        raise InvalidValue(str(exc)) from None
 
 
 class _ConfigError(InvalidValue):
@@ -208,5 +249,12 @@ SETTINGS: tuple[Setting, ...] = (
         "--max-body-size",
         _int,
         "largest accepted request body in bytes",
+    ),
+    Setting(
+        "loop_block_warning",
+        "LOOP_BLOCK_WARNING",
+        "--loop-block-warning",
+        _duration,
+        "warn when a handler blocks the event loop this long (0: off)",
     ),
 )

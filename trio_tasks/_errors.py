@@ -42,7 +42,7 @@ class BrokerUnavailable(TrioTasksError):
         self.reason = reason
 
 
-class ShuttingDown(TrioTasksError):
+class ShuttingDown(TrioTasksError, RuntimeError):
     """The processor is stopping and takes no new jobs."""
 
     def __init__(self, message: str = "shutting down: no new jobs are accepted") -> None:
@@ -73,7 +73,7 @@ class JobNotFound(TrioTasksError, LookupError):
         return str(self.args[0])
 
 
-class JobAlreadyFinished(TrioTasksError):
+class JobAlreadyFinished(TrioTasksError, RuntimeError):
     """The job has already reached a final state, so it cannot be cancelled."""
 
     def __init__(self, job_id: str, status: str) -> None:
@@ -82,7 +82,7 @@ class JobAlreadyFinished(TrioTasksError):
         super().__init__(f"job {job_id!r} is already {status}")
 
 
-class Retry(Exception):  # a control-flow signal, named for what the handler asks
+class Retry(TrioTasksError):  # a control-flow signal, named for what the handler asks
     """Raised by a handler to fail this attempt and retry after ``delay`` seconds.
 
     The retry still counts against the job's attempts. ``delay=None`` uses the normal backoff.
@@ -95,5 +95,5 @@ class Retry(Exception):  # a control-flow signal, named for what the handler ask
         self.delay = delay
 
 
-class PermanentError(Exception):
+class PermanentError(TrioTasksError):
     """Raised by a handler to fail the job at once, without further retries."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import enum
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,6 +118,20 @@ class Job:
     progress: Any = None
 
 
+def queue_wait(job: Job) -> float | None:
+    """Seconds from the moment ``job`` became runnable to its start, ``None`` if not started.
+
+    Runnable means submitted, or at its ``run_at`` (a delay or a retry) if that came later. The one
+    definition that ``/stats`` and ``/metrics`` both report.
+    """
+    started = job.started_at
+    if started is None:
+        return None
+    run_at = job.run_at
+    runnable = job.created_at if run_at is None or run_at < job.created_at else run_at
+    return max(0.0, started - runnable)
+
+
 #: The range of POSIX seconds :func:`format_time` can render (years 1 to 9999, as ``datetime``);
 #: submissions are held to it so that a job's record can always be answered.
 EARLIEST_TIME = datetime(1, 1, 1, tzinfo=UTC).timestamp()
@@ -146,80 +162,134 @@ def parse_time(value: str, *, name: str = "time") -> float:
 JOB_SCHEMA_VERSION = 1
 
 
+def _error_to_json(error: JobError | None) -> dict[str, str] | None:
+    return None if error is None else {"message": error.message, "type": error.type}
+
+
+def _error_from_json(value: Any) -> JobError | None:
+    if value is None:
+        return None
+    message, kind = value["message"], value["type"]
+    if not isinstance(message, str) or not isinstance(kind, str):
+        raise TypeError("error: expected {message: string, type: string}")
+    return JobError(message, kind)
+
+
+def _typed(*types: type, optional: bool = False) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise TypeError(f"expected {' or '.join(t.__name__ for t in types)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _number(optional: bool) -> Callable[[Any], Any]:
+    check = _typed(int, float, optional=optional)
+    return lambda value: None if value is None else float(check(value))
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+@attrs.frozen
+class JobField:
+    """One field of :class:`Job` and how it crosses JSON.
+
+    ``to_json`` renders it for the API (``GET /jobs/{id}``), ``to_record`` for storage (a
+    broker's record, JSON too), ``from_record`` checks and converts a stored value back (raising
+    ``TypeError``/``ValueError``/``KeyError`` on a malformed one). ``fallback`` is the value a
+    record that cannot be decoded gets for this field (see :func:`salvage_record`).
+    """
+
+    name: str
+    to_json: Callable[[Any], Any] = _identity
+    to_record: Callable[[Any], Any] = _identity
+    from_record: Callable[[Any], Any] = _identity
+    fallback: Any = None
+
+
+#: Every field of a job, in record order: the one definition that the JSON form, the stored
+#: record, the Redis hash (``RECORD_FIELDS``) and the Lua field list all derive from.
+JOB_FIELDS: tuple[JobField, ...] = (
+    JobField("id", from_record=_typed(str), fallback=""),
+    JobField("type", from_record=_typed(str), fallback="(unknown)"),
+    JobField("priority", str, int, lambda v: Priority(_typed(int)(v)), fallback=Priority.NORMAL),
+    JobField("payload", from_record=_typed(dict), fallback={}),
+    JobField("status", lambda s: s.value, lambda s: s.value, lambda v: JobStatus(_typed(str)(v))),
+    JobField("attempts", from_record=_typed(int), fallback=0),
+    JobField("max_attempts", from_record=_typed(int), fallback=0),
+    JobField("timeout", from_record=_number(False), fallback=0.0),
+    JobField("created_at", format_time, from_record=_number(False), fallback=0.0),
+    JobField("run_at", format_time, from_record=_number(True)),
+    JobField("started_at", format_time, from_record=_number(True)),
+    JobField("completed_at", format_time, from_record=_number(True)),
+    JobField("worker_id", from_record=_typed(str, optional=True)),
+    JobField("result"),
+    JobField("error", _error_to_json, _error_to_json, _error_from_json),
+    JobField("progress"),
+)
+
+#: The keys of a stored record: the schema version, then :data:`JOB_FIELDS`.
+RECORD_FIELDS: tuple[str, ...] = ("v", *(f.name for f in JOB_FIELDS))
+
+
 def job_to_json(job: Job) -> dict[str, Any]:
     """Return the JSON-ready record of ``job`` (the form ``GET /jobs/{id}`` answers)."""
-    error = job.error
-    return {
-        "id": job.id,
-        "type": job.type,
-        "priority": str(job.priority),
-        "payload": job.payload,
-        "status": job.status.value,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "timeout": job.timeout,
-        "created_at": format_time(job.created_at),
-        "run_at": format_time(job.run_at),
-        "started_at": format_time(job.started_at),
-        "completed_at": format_time(job.completed_at),
-        "worker_id": job.worker_id,
-        "result": job.result,
-        "error": None if error is None else {"message": error.message, "type": error.type},
-        "progress": job.progress,
-    }
+    return {f.name: f.to_json(getattr(job, f.name)) for f in JOB_FIELDS}
 
 
 def job_to_record(job: Job) -> dict[str, Any]:
-    """Return the stored form of ``job``: :func:`job_to_json` with raw timestamps and a version."""
-    error = job.error
-    return {
-        "v": JOB_SCHEMA_VERSION,
-        "id": job.id,
-        "type": job.type,
-        "priority": int(job.priority),
-        "payload": job.payload,
-        "status": job.status.value,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "timeout": job.timeout,
-        "created_at": job.created_at,
-        "run_at": job.run_at,
-        "started_at": job.started_at,
-        "completed_at": job.completed_at,
-        "worker_id": job.worker_id,
-        "result": job.result,
-        "error": None if error is None else {"message": error.message, "type": error.type},
-        "progress": job.progress,
-    }
+    """Return the stored form of ``job``: raw timestamps, numeric priority, and a version."""
+    record: dict[str, Any] = {"v": JOB_SCHEMA_VERSION}
+    for f in JOB_FIELDS:
+        record[f.name] = f.to_record(getattr(job, f.name))
+    return record
 
 
-def job_from_record(record: dict[str, Any]) -> Job:
+def job_from_record(record: Mapping[str, Any]) -> Job:
     """Rebuild a :class:`Job` from :func:`job_to_record`'s output.
 
     Raises:
-        InvalidValue: the record has another schema version or is malformed.
+        InvalidValue: the record has another schema version or is malformed; the message names
+            the first bad field.
     """
+    if not isinstance(record, Mapping):
+        raise InvalidValue(f"malformed job record: expected an object, got {type(record).__name__}")
     if record.get("v") != JOB_SCHEMA_VERSION:
         raise InvalidValue(f"job record schema {record.get('v')!r} is not {JOB_SCHEMA_VERSION}")
-    try:
-        error = record["error"]
-        return Job(
-            id=record["id"],
-            type=record["type"],
-            priority=Priority(record["priority"]),
-            payload=record["payload"],
-            status=JobStatus(record["status"]),
-            attempts=record["attempts"],
-            max_attempts=record["max_attempts"],
-            timeout=record["timeout"],
-            created_at=record["created_at"],
-            run_at=record["run_at"],
-            started_at=record["started_at"],
-            completed_at=record["completed_at"],
-            worker_id=record["worker_id"],
-            result=record["result"],
-            error=None if error is None else JobError(error["message"], error["type"]),
-            progress=record["progress"],
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidValue(f"malformed job record: {exc!r}") from None
+    values: dict[str, Any] = {}
+    for f in JOB_FIELDS:
+        try:
+            values[f.name] = f.from_record(record[f.name])
+        except KeyError:
+            raise InvalidValue(f"malformed job record: field {f.name!r} is missing") from None
+        except (TypeError, ValueError) as exc:
+            raise InvalidValue(f"malformed job record: field {f.name!r}: {exc}") from None
+    return Job(**values)
+
+
+#: ``JobError.type`` of a job whose stored record could not be decoded.
+CORRUPT_RECORD = "CorruptRecord"
+
+
+def salvage_record(record: Mapping[str, Any], job_id: str, problem: str) -> Job:
+    """A ``failed`` job built from what can be read of a record that does not decode.
+
+    Each field that decodes keeps its value, the others get their fallback; the id is
+    ``job_id`` (where the record was found), and ``error`` names ``problem``. Brokers use it to
+    quarantine a corrupt record as a failed job that stays visible instead of crashing a node.
+    """
+    values: dict[str, Any] = {}
+    for f in JOB_FIELDS:
+        try:
+            values[f.name] = f.from_record(record[f.name])
+        except (KeyError, TypeError, ValueError):
+            values[f.name] = copy.copy(f.fallback)
+    values["id"] = job_id
+    values["status"] = JobStatus.FAILED
+    values["error"] = JobError(f"corrupt job record: {problem}", CORRUPT_RECORD)
+    return Job(**values)

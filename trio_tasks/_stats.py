@@ -97,6 +97,26 @@ class WorkerStats:
 
 
 @attrs.frozen
+class NodeView:
+    """One live node of a shared broker, as of its last heartbeat (``seen_at``, POSIX seconds)."""
+
+    id: str
+    seen_at: float
+    workers: tuple[WorkerStats, ...]
+    counters: dict[str, int]
+
+
+@attrs.frozen
+class ClusterView:
+    """What every node of a shared broker sees: the cluster-wide counters since the namespace was
+    created (``submitted``, ``completed``, ``failed``, ``retried``, ``cancelled``,
+    ``leases_expired``) and the live nodes."""
+
+    totals: dict[str, int]
+    nodes: tuple[NodeView, ...]
+
+
+@attrs.frozen
 class ProcessorStats:
     """A snapshot of a processor's counters.
 
@@ -106,6 +126,10 @@ class ProcessorStats:
     each priority to its pending jobs and ``scheduled`` counts delayed jobs and waiting retries.
     ``queue_wait`` is from the time a job became runnable to its start; ``run_time`` is the
     handler's run time. ``uptime`` is in seconds.
+
+    With a shared broker (Redis), ``running``, ``queued`` and ``scheduled`` are cluster-wide,
+    ``cluster`` holds the cluster's counters and live nodes, and ``node_id`` names this node;
+    the other counters stay this processor's own. Both are ``None`` on the memory broker.
     """
 
     submitted: int
@@ -120,6 +144,8 @@ class ProcessorStats:
     queue_wait: Percentiles
     run_time: Percentiles
     uptime: float
+    node_id: str | None = None
+    cluster: ClusterView | None = None
 
     @property
     def queue_size(self) -> int:

@@ -24,7 +24,7 @@ import attrs
 import structlog
 import trio
 
-from ._config import SETTINGS, Config, Setting
+from ._config import DURATION_FIELDS, SETTINGS, Config, Setting
 from ._demo import demo_registry
 from ._durations import format_duration
 from ._errors import InvalidValue
@@ -37,9 +37,6 @@ from ._serve import _redact, run_node
 #: Where client commands find the server unless ``--url`` or ``TRIO_TASKS_URL`` says otherwise.
 DEFAULT_URL = "http://127.0.0.1:8080"
 _FINAL = frozenset({"completed", "failed", "cancelled"})
-_DURATIONS = frozenset(
-    {"job_timeout", "retry_delay", "retry_max_delay", "shutdown_timeout", "result_ttl"}
-)
 _HTTP_ONLY = frozenset({"server_host", "server_port", "max_body_size"})
 #: Seconds of each long-poll of ``submit --wait``.
 _WAIT_STEP = "30s"
@@ -135,7 +132,7 @@ def _add_settings(parser: argparse.ArgumentParser, *, http: bool) -> None:
         if not http and setting.field in _HTTP_ONLY:
             continue
         default = getattr(defaults, setting.field)
-        if setting.field in _DURATIONS:
+        if setting.field in DURATION_FIELDS:
             default = format_duration(default)
         elif default is None:
             default = "the built-in demo job types"

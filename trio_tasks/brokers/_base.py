@@ -7,14 +7,16 @@ The processor (workers, timeouts, retry decisions, statistics) talks to a broker
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+import enum
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol
 
 import attrs
 import trio
 
 from .._clock import WallClock
 from .._job import Job, JobError, JobStatus, Priority
+from .._stats import ClusterView, WorkerStats
 
 
 class Delivery(NamedTuple):
@@ -53,12 +55,44 @@ class CancelOutcome:
     running: bool
 
 
+class RecordStatus(enum.Enum):
+    """What became of an outcome (complete, fail, cancel) that a worker asked a broker to record."""
+
+    #: The broker has it: the job's record shows the outcome.
+    RECORDED = "recorded"
+    #: The write gave up (the broker was unreachable for too long): nothing changed, the lease
+    #: expires and the job runs again.
+    NOT_RECORDED = "not_recorded"
+    #: Another node owns the job now (its lease expired and was taken): nothing changed here.
+    LEASE_LOST = "lease_lost"
+
+
+class Recording(NamedTuple):
+    """The answer to recording an outcome: its ``status`` and the ``job`` as the broker now has
+    it (as recorded; the worker's copy when not recorded; the other owner's record when the
+    lease was lost). A named tuple: one is made per job on the workers' hot path."""
+
+    status: RecordStatus
+    job: Job
+
+
+class BrokerHost(Protocol):
+    """What a broker may ask of the processor that runs it."""
+
+    clock: WallClock
+
+    def on_cancel(self, job_id: str) -> None:
+        """A running job of this node was cancelled (maybe from another node): stop it."""
+
+    def workers(self) -> tuple[WorkerStats, ...]:
+        """This node's workers now (published to the node registry of shared brokers)."""
+
+    def counters(self) -> dict[str, int]:
+        """This node's own counters (``submitted``, ``completed``, ``failed``…)."""
+
+
 class Broker(abc.ABC):
     """Holds the queues and job records for a processor.
-
-    ``shield_outcomes`` tells the processor whether recording an outcome (:meth:`complete`,
-    :meth:`fail`…) can reach a checkpoint, so that it must be shielded from cancellation. Brokers
-    doing I/O leave it true; the memory broker, whose methods never checkpoint, sets it false.
 
     Contract shared by all brokers:
 
@@ -67,25 +101,29 @@ class Broker(abc.ABC):
     - :meth:`fetch` waits until a job is due and hands out the oldest job of the highest
       non-empty priority, already marked ``running`` with ``attempts`` incremented.
     - Each delivery ends with exactly one of :meth:`complete`, :meth:`fail`,
-      :meth:`finish_cancelled` or :meth:`release`.
+      :meth:`finish_cancelled` or :meth:`release`. The processor calls them shielded from
+      cancellation, so a broker may do I/O in them; they return a :class:`Recording` that says
+      whether the outcome was recorded, and never raise for a broker that cannot be reached.
+    - Every async method is a Trio checkpoint.
+    - A stored record that cannot be decoded never raises out of a method or a background
+      task: the broker turns the job into a ``failed`` one (see
+      :func:`~trio_tasks._job.salvage_record`).
     - :meth:`run` holds the broker's background tasks (promoting due scheduled jobs, leases,
-      cancellation signals) and calls ``on_cancel(job_id)`` when a running job is cancelled.
+      cancellation signals) and calls ``host.on_cancel(job_id)`` when a running job is
+      cancelled.
     """
-
-    shield_outcomes: bool = True
 
     @abc.abstractmethod
     async def run(
         self,
+        host: BrokerHost,
         *,
-        clock: WallClock,
-        on_cancel: Callable[[str], None],
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run background tasks until cancelled; call ``task_status.started()`` once ready.
 
-        ``clock`` gives the time every timestamp uses. No other method is called before this
-        one has started.
+        ``host.clock`` gives the time every timestamp uses. No other method is called before
+        this one has started.
         """
 
     @abc.abstractmethod
@@ -103,15 +141,15 @@ class Broker(abc.ABC):
         """Wait for the next job and return it marked ``running`` on ``worker_id``."""
 
     @abc.abstractmethod
-    async def complete(self, delivery: Delivery, result: Any) -> Job:
-        """Record success with ``result``; return the final record."""
+    async def complete(self, delivery: Delivery, result: Any) -> Recording:
+        """Record success with ``result``."""
 
     @abc.abstractmethod
-    async def fail(self, delivery: Delivery, error: JobError, retry_at: float | None) -> Job:
+    async def fail(self, delivery: Delivery, error: JobError, retry_at: float | None) -> Recording:
         """Record a failed attempt: ``scheduled`` for ``retry_at`` if given, else ``failed``."""
 
     @abc.abstractmethod
-    async def finish_cancelled(self, delivery: Delivery) -> Job:
+    async def finish_cancelled(self, delivery: Delivery) -> Recording:
         """Record that a running job was cancelled on request."""
 
     @abc.abstractmethod
@@ -157,6 +195,16 @@ class Broker(abc.ABC):
     def unfinished_ids(self) -> list[str]:
         """Ids of jobs this broker holds that are not final and not running (for shutdown)."""
 
+    async def cluster(self) -> ClusterView | None:
+        """The cluster-wide view of a shared broker; ``None`` (the default) for a broker that
+        serves one process only.
+
+        Raises:
+            BrokerUnavailable: the shared broker cannot be reached.
+        """
+        await trio.lowlevel.checkpoint()
+        return None
+
     def health(self) -> str | None:
         """``None`` while the broker works; otherwise why not (e.g. "redis unreachable: …").
 
@@ -164,5 +212,6 @@ class Broker(abc.ABC):
         """
         return None
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook, most brokers need nothing
-        """Release connections. The default does nothing."""
+    async def aclose(self) -> None:
+        """Release connections. The default does nothing but checkpoint."""
+        await trio.lowlevel.checkpoint()

@@ -6,7 +6,7 @@ import contextlib
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -15,11 +15,21 @@ import trio
 from .._clock import WallClock
 from .._errors import JobAlreadyFinished, JobNotFound, QueueFull, ShuttingDown
 from .._job import PRIORITIES_HIGH_FIRST, Job, JobError, JobStatus, Priority
-from ._base import Admission, Broker, CancelOutcome, Delivery, QueueCounts
+from ._base import (
+    Admission,
+    Broker,
+    BrokerHost,
+    CancelOutcome,
+    Delivery,
+    QueueCounts,
+    Recording,
+    RecordStatus,
+)
 
 _PENDING = JobStatus.PENDING
 _SCHEDULED = JobStatus.SCHEDULED
 _RUNNING = JobStatus.RUNNING
+_RECORDED = RecordStatus.RECORDED
 
 
 def snapshot(job: Job) -> Job:
@@ -40,15 +50,12 @@ class MemoryBroker(Broker):
     them, oldest evicted first.
     """
 
-    # complete/fail/finish_cancelled/release never reach a checkpoint: nothing to shield.
-    shield_outcomes = False
-
     def __init__(self, *, max_concurrency: int, result_ttl: float, result_max_jobs: int) -> None:
         self.max_concurrency = max_concurrency
         self.result_ttl = result_ttl
         self.result_max_jobs = result_max_jobs
         self._clock: WallClock | None = None
-        self._on_cancel: Callable[[str], None] = lambda job_id: None
+        self._host: BrokerHost | None = None
         self._jobs: dict[str, Job] = {}
         channels = [trio.open_memory_channel[Job](max_concurrency) for _ in Priority]
         self._send = {p: channels[i][0] for i, p in enumerate(Priority)}
@@ -71,14 +78,13 @@ class MemoryBroker(Broker):
 
     async def run(
         self,
+        host: BrokerHost,
         *,
-        clock: WallClock,
-        on_cancel: Callable[[str], None],
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Promote due scheduled jobs until cancelled."""
-        self._clock = clock
-        self._on_cancel = on_cancel
+        self._clock = clock = host.clock
+        self._host = host
         task_status.started()
         while True:
             deadline = clock.to_trio(self._heap[0][0]) if self._heap else float("inf")
@@ -206,15 +212,18 @@ class MemoryBroker(Broker):
             job.worker_id = worker_id
             return Delivery(job)
 
-    async def complete(self, delivery: Delivery, result: Any) -> Job:
+    # Recording an outcome never fails in memory, and needs no checkpoint: the worker that
+    # records it reaches one when it fetches its next job.
+
+    async def complete(self, delivery: Delivery, result: Any) -> Recording:
         """Record success."""
         job = delivery.job
         job.result = result
         self._running -= 1
         self._finish(job, JobStatus.COMPLETED)
-        return job
+        return Recording(_RECORDED, job)
 
-    async def fail(self, delivery: Delivery, error: JobError, retry_at: float | None) -> Job:
+    async def fail(self, delivery: Delivery, error: JobError, retry_at: float | None) -> Recording:
         """Record a failed attempt; schedule the retry or fail the job."""
         job = delivery.job
         job.error = error
@@ -223,13 +232,13 @@ class MemoryBroker(Broker):
             self._finish(job, JobStatus.FAILED)
         else:
             self._schedule(job, retry_at)
-        return job
+        return Recording(_RECORDED, job)
 
-    async def finish_cancelled(self, delivery: Delivery) -> Job:
+    async def finish_cancelled(self, delivery: Delivery) -> Recording:
         """Record a cancelled running job."""
         self._running -= 1
         self._finish(delivery.job, JobStatus.CANCELLED)
-        return delivery.job
+        return Recording(_RECORDED, delivery.job)
 
     async def release(self, delivery: Delivery) -> None:
         """Queue an interrupted job again (it is then abandoned with the rest at shutdown)."""
@@ -239,6 +248,7 @@ class MemoryBroker(Broker):
     async def set_progress(self, delivery_job: Job, value: Any) -> None:
         """Record progress on the live record."""
         delivery_job.progress = value
+        await trio.lowlevel.checkpoint()
 
     def _finish(self, job: Job, status: JobStatus) -> None:
         now = self._now()
@@ -278,7 +288,8 @@ class MemoryBroker(Broker):
             raise JobNotFound(job_id)
         status = job.status
         if status is _RUNNING:
-            self._on_cancel(job_id)
+            assert self._host is not None
+            self._host.on_cancel(job_id)
             return CancelOutcome(snapshot(job), running=True)
         if status is _PENDING:
             self._pending[job.priority] -= 1
