@@ -53,3 +53,20 @@ async def sleep(ctx: trio_tasks.JobContext) -> float:
         raise
     record("done", ctx.job.id)
     return float(ctx.payload.get("seconds", 0))
+
+
+#: What ``raise`` jobs raise, by ``payload["kind"]``: none of these may stop a node.
+RAISES = {
+    "KeyboardInterrupt": KeyboardInterrupt,
+    "SystemExit": SystemExit,
+    "GeneratorExit": GeneratorExit,
+    "BaseException": BaseException,
+}
+
+
+@registry.task("raise")
+async def raise_(ctx: trio_tasks.JobContext) -> None:
+    """Raise the ``BaseException`` named by ``payload["kind"]`` (after a checkpoint)."""
+    record("run", ctx.job.id)
+    await trio.lowlevel.checkpoint()
+    raise RAISES[str(ctx.payload["kind"])]("raised by the handler")

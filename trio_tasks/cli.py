@@ -183,6 +183,12 @@ def _run_node(args: argparse.Namespace, *, http: bool) -> int:
 
 
 def _crashed(log: Any, exc: BaseException, config: Config) -> int:
+    """Turn what stopped a node into one log line and an exit status.
+
+    Handlers cannot get here (their exceptions fail their own job): this is a bug in
+    trio-tasks, a broken environment, or a listen address in use. One JSON line, exit status 1,
+    so that a supervisor restarts the node; a Ctrl-C during start-up is a clean stop.
+    """
     leaf = _only_leaf(exc)
     if isinstance(leaf, KeyboardInterrupt):
         # SIGINT landed before the signal handler was installed (start-up): a clean stop.
@@ -196,9 +202,8 @@ def _crashed(log: Any, exc: BaseException, config: Config) -> int:
             address=f"{config.server_host}:{config.server_port}",
         )
         return 1
-    if not isinstance(leaf, Exception):
-        raise exc
-    log.error("trio-tasks crashed", error=f"{type(leaf).__name__}: {leaf}", exc_info=exc)
+    # The traceback travels inside the JSON line (exc_info), never as raw lines on the stream.
+    log.critical("trio-tasks crashed", error=f"{type(leaf).__name__}: {leaf}", exc_info=exc)
     return 1
 
 
