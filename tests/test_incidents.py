@@ -141,8 +141,8 @@ async def test_a_handler_swallowing_its_cancellation_still_times_out(
     async def stubborn(ctx: JobContext) -> str:
         try:
             await trio.sleep(10)
-        except trio.Cancelled:
-            pass  # wrong, and exactly what this test is about
+        except trio.Cancelled:  # noqa: SIM105 - swallowing it is wrong: the point of the test
+            pass
         return "ignored my timeout"
 
     async with open_processor(tasks, workers=1) as processor:
@@ -255,7 +255,7 @@ async def test_the_watchdog_names_the_job_that_blocks_the_event_loop() -> None:
 
     @tasks.task("freezer", timeout="100ms", retries=0)
     async def freezer(ctx: JobContext) -> str:
-        time.sleep(0.4)  # the mistake the watchdog is for
+        time.sleep(0.4)  # noqa: ASYNC251 - the mistake the watchdog is for
         return "done"
 
     async with open_processor(

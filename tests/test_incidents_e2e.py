@@ -51,7 +51,7 @@ def _run_bad_and_good_jobs(node: ServerProcess) -> None:
             for kind in RAISES
         }
         good = submit_batch(http, [{"type": "noop"}] * 20)
-        for kind, job_id in bad.items():
+        for kind, (job_id,) in bad.items():
             job = _final(http, job_id)
             assert job["status"] == "failed", job
             assert job["attempts"] == 2
