@@ -44,14 +44,10 @@ def test_serve_survives_every_base_exception_a_handler_raises(tmp_path: Path) ->
 
 def _run_bad_and_good_jobs(node: ServerProcess) -> None:
     with httpx.Client(base_url=node.url, timeout=30) as http:
-        bad = {
-            kind: submit_batch(http, [{"type": "raise", "payload": {"kind": kind}, "retries": 1}])[
-                0
-            ]
-            for kind in RAISES
-        }
+        jobs = [{"type": "raise", "payload": {"kind": kind}, "retries": 1} for kind in RAISES]
+        bad = dict(zip(RAISES, submit_batch(http, jobs), strict=True))
         good = submit_batch(http, [{"type": "noop"}] * 20)
-        for kind, (job_id,) in bad.items():
+        for kind, job_id in bad.items():
             job = _final(http, job_id)
             assert job["status"] == "failed", job
             assert job["attempts"] == 2
