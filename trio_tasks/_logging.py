@@ -125,7 +125,7 @@ class HypercornLogger(_HypercornBaseLogger):
         self.access_logger = None
         self.error_logger = None
         self._log: Any = structlog.get_logger("hypercorn").bind(logger="hypercorn")
-        self._access = _enabled(self._log, logging.DEBUG)
+        self._access = log_enabled(self._log, logging.DEBUG)
 
     async def access(self, request: Any, response: Any, request_time: float) -> None:
         # hypercorn also reports each completed request once without its response (the stream
@@ -182,6 +182,12 @@ def _client(client: Any) -> str | None:
     return ":".join(str(part) for part in client)
 
 
-def _enabled(logger: Any, level: int) -> bool:
+def log_enabled(logger: Any, level: int) -> bool:
+    """Whether ``logger`` (structlog's, possibly a lazy proxy) emits at ``level``: checked once
+    by hot paths so that lines below the level cost nothing."""
     check = getattr(logger, "is_enabled_for", None)
+    if check is None:
+        # structlog's lazy proxy: resolve it to see whether the configured wrapper filters.
+        bind = getattr(logger, "bind", None)
+        check = getattr(bind(), "is_enabled_for", None) if bind else None
     return bool(check(level)) if check is not None else True

@@ -18,6 +18,7 @@ from ._config import Config
 from ._durations import format_duration
 from ._errors import PermanentError, Retry
 from ._job import Job, JobStatus
+from ._logging import log_enabled
 from ._runner import Attempt, AttemptEnd
 from .brokers._base import Broker, Delivery, Recording, RecordStatus
 
@@ -50,7 +51,7 @@ class OutcomeRecorder:
     ) -> None:
         self._broker = broker
         self._now = now
-        self._info = enabled(log, logging.INFO)
+        self._info = log_enabled(log, logging.INFO)
         self._config = config
         self._log = log
         self._listeners = listeners
@@ -143,13 +144,3 @@ class OutcomeRecorder:
                 # A listener (metrics, say) must not take the workers down with it, nor turn an
                 # admitted submission into an error for its caller.
                 self._log.exception("job listener failed", listener=repr(listener), event=event)
-
-
-def enabled(logger: Any, level: int) -> bool:
-    """Whether ``logger`` (structlog's, possibly a lazy proxy) emits at ``level``."""
-    check = getattr(logger, "is_enabled_for", None)
-    if check is None:
-        # structlog's lazy proxy: resolve it to see whether the configured wrapper filters.
-        bind = getattr(logger, "bind", None)
-        check = getattr(bind(), "is_enabled_for", None) if bind else None
-    return bool(check(level)) if check is not None else True

@@ -19,7 +19,8 @@ from ._config import Config
 from ._context import JobContext
 from ._errors import BrokerUnavailable, JobNotFound, ShuttingDown
 from ._job import Job, JobStatus, Priority, queue_wait
-from ._outcomes import OutcomeRecorder, enabled
+from ._logging import log_enabled
+from ._outcomes import OutcomeRecorder
 from ._registry import TaskRegistry
 from ._request import JobRequest, new_job_id
 from ._runner import cancelled, run_attempt
@@ -84,8 +85,8 @@ class Processor:
             now=lambda: self.clock.now(),
         )
         self._counts = self._outcomes.counts
-        self._info = enabled(self._log, logging.INFO)
-        self._debug = enabled(self._log, logging.DEBUG)
+        self._info = log_enabled(self._log, logging.INFO)
+        self._debug = log_enabled(self._log, logging.DEBUG)
         #: Ids of jobs left unfinished when the processor stopped (filled in by :meth:`run`).
         self.abandoned: list[str] = []
 
