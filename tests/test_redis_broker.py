@@ -8,13 +8,10 @@ each with its own broker and connection pool, exactly as separate processes woul
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
-from pathlib import Path
 from typing import Any
 
 import coredis
@@ -27,11 +24,13 @@ from trio_tasks import JobStatus, Priority, QueueFull
 from trio_tasks._clock import WallClock
 from trio_tasks._config import Config
 from trio_tasks._errors import BrokerUnavailable, InvalidValue
-from trio_tasks._job import Job, job_to_record
-from trio_tasks._processor import make_broker
+from trio_tasks._job import Job
 from trio_tasks._request import new_job_id
+from trio_tasks._stats import WorkerStats
+from trio_tasks.brokers import make_broker
+from trio_tasks.brokers._base import RecordStatus
 from trio_tasks.brokers._redis import RedisBroker
-from trio_tasks.brokers._redis_keys import RECORD_FIELDS, RedisKeys
+from trio_tasks.brokers._redis_keys import RedisKeys
 from trio_tasks.brokers._redis_link import parse_redis_url
 
 pytestmark = pytest.mark.redis
@@ -63,13 +62,36 @@ async def node(
         yield processor
 
 
+class Host:
+    """What a processor offers a broker (:class:`~trio_tasks.brokers._base.BrokerHost`), for
+    tests that drive a broker directly: cancellations are recorded in ``cancelled``."""
+
+    def __init__(self, on_cancel: Any = None) -> None:
+        self.clock = WallClock()
+        self.cancelled: list[str] = []
+        self._on_cancel = on_cancel
+        self.worker_list: tuple[WorkerStats, ...] = ()
+        self.counter_values: dict[str, int] = {}
+
+    def on_cancel(self, job_id: str) -> None:
+        self.cancelled.append(job_id)
+        if self._on_cancel is not None:
+            self._on_cancel(job_id)
+
+    def workers(self) -> tuple[WorkerStats, ...]:
+        return self.worker_list
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.counter_values)
+
+
 @asynccontextmanager
-async def running(broker: RedisBroker, on_cancel: Any = None) -> AsyncIterator[RedisBroker]:
+async def running(
+    broker: RedisBroker, on_cancel: Any = None, host: Host | None = None
+) -> AsyncIterator[RedisBroker]:
     """A broker running on its own, driven by the test through the Broker interface."""
     async with trio.open_nursery() as nursery:
-        await nursery.start(
-            partial(broker.run, clock=WallClock(), on_cancel=on_cancel or (lambda job_id: None))
-        )
+        await nursery.start(broker.run, host or Host(on_cancel))
         yield broker
         nursery.cancel_scope.cancel()
 
@@ -131,17 +153,6 @@ def test_broker_urls_select_the_redis_broker() -> None:
         parse_redis_url("redis://h/0?lease=1ms")
     with pytest.raises(InvalidValue, match="not supported"):
         make_broker("kafka://h", config)
-
-
-def test_lua_library_and_python_agree_on_the_record_fields() -> None:
-    source = (Path(trio_tasks.__file__).parent / "brokers" / "_redis.lua").read_text()
-    block = re.search(r"local FIELDS = \{(.*?)\}", source, re.S)
-    assert block is not None
-    assert tuple(re.findall(r"'(\w+)'", block.group(1))) == RECORD_FIELDS
-    assert tuple(job_to_record(new_job())) == RECORD_FIELDS
-    keys = RedisKeys.for_namespace("x")
-    assert len({*keys.script_keys}) == 12
-    assert all(k.startswith("tt:{x}:") for k in keys.script_keys)
 
 
 async def test_records_queues_and_retention_follow_the_documented_layout(redis_url: str) -> None:
@@ -263,15 +274,15 @@ async def test_a_submission_leases_for_its_own_idle_workers_by_priority(redis_ur
 
             n.start_soon(fetch)
             # Its feeder found nothing and sleeps on the wake-up list; the worker is idle.
-            await until(lambda: bool(a._waiters))
+            await until(lambda: a._delivery.idle > 0)
             await trio.sleep(0.05)
             low, urgent = new_job(priority=Priority.LOW), new_job(priority=Priority.URGENT)
             await a.enqueue([low, urgent])
             # Leased by the enqueue call itself (no feeder round trip): the urgent job, not the
             # older low one, as a fetch would have.
-            assert urgent.id in a._active
-            assert low.id not in a._active
-            assert not a._waiters
+            assert urgent.id in a._node.active
+            assert low.id not in a._node.active
+            assert a._delivery.idle == 0
             await until(lambda: bool(got))
             delivery = got[0]
             assert delivery.job.id == urgent.id
@@ -288,13 +299,15 @@ async def test_a_submission_leases_for_its_own_idle_workers_by_priority(redis_ur
             assert outcome.running
             await until(lambda: urgent.id in cancelled)
             done = await a.finish_cancelled(delivery)
-            assert done.status is JobStatus.CANCELLED
+            assert done.status is RecordStatus.RECORDED
+            assert done.job.status is JobStatus.CANCELLED
             # The worker's next job is the low one, leased with a token of its own.
             following = await a.fetch("a-worker")
             assert following.job.id == low.id
             assert following.token != delivery.token
             finished = await a.complete(following, "ok")
-            assert finished.status is JobStatus.COMPLETED
+            assert finished.status is RecordStatus.RECORDED
+            assert finished.job.status is JobStatus.COMPLETED
             n.cancel_scope.cancel()
 
 
@@ -329,11 +342,13 @@ async def test_a_partitioned_node_loses_its_lease_and_cannot_record_the_job(
                 assert again.token != lost.token
                 proxy.heal()
                 stale = await a.complete(lost, "from a")  # fenced: nothing is recorded
-                assert stale.status is JobStatus.RUNNING
-                assert stale.worker_id == "b-worker"
+                assert stale.status is RecordStatus.LEASE_LOST
+                assert stale.job.status is JobStatus.RUNNING
+                assert stale.job.worker_id == "b-worker"
                 assert (await b.get(job.id)).status is JobStatus.RUNNING  # type: ignore[union-attr]
                 done = await b.complete(again, "from b")
-                assert done.status is JobStatus.COMPLETED
+                assert done.status is RecordStatus.RECORDED
+                assert done.job.status is JobStatus.COMPLETED
                 final = await a.get(job.id)
                 assert final is not None
                 assert final.result == "from b"
@@ -476,27 +491,6 @@ async def test_a_cancellation_whose_message_was_lost_still_reaches_the_node(
     assert final.status is JobStatus.CANCELLED
 
 
-def test_connection_errors_are_told_apart_from_refusals() -> None:
-    import anyio
-    import coredis.exceptions as errors
-
-    from trio_tasks.brokers._redis_link import is_transient
-
-    assert is_transient(errors.ConnectionError("lost"))
-    assert is_transient(errors.BusyLoadingError("loading"))
-    assert is_transient(TimeoutError())
-    assert is_transient(
-        ExceptionGroup("x", [errors.ConnectionError(), anyio.ClosedResourceError()])
-    )
-    assert is_transient(
-        errors.ResponseError("READONLY You can't write against a read only replica")
-    )
-    assert is_transient(errors.ResponseError("OOM command not allowed"))
-    assert not is_transient(errors.ResponseError("ERR user_script:1: Script attempted to access"))
-    assert not is_transient(ExceptionGroup("x", [errors.ConnectionError(), ValueError()]))
-    assert not is_transient(ValueError())
-
-
 async def test_shutdown_hands_unfinished_jobs_back_to_other_nodes(redis_url: str) -> None:
     blocking = trio_tasks.TaskRegistry()
     started: list[str] = []
@@ -601,37 +595,3 @@ async def test_a_node_started_while_redis_is_down_comes_up_with_it(own_redis: An
             job = await p.submit("noop")
             assert (await p.wait(job.id)).status is JobStatus.COMPLETED
     assert runs == [job.id]
-
-
-# -- outcome batching ------------------------------------------------------------------------------
-
-
-async def test_outcomes_recorded_together_share_one_write() -> None:
-    from trio_tasks.brokers._redis_batch import Batcher
-
-    calls: list[list[int]] = []
-    fail = {"now": False}
-
-    async def write(items: Any) -> tuple[float, list[int]] | None:
-        calls.append(list(items))
-        await trio.sleep(0.01)
-        return None if fail["now"] else (1.5, [i * 10 for i in items])
-
-    batcher: Batcher[int, int] = Batcher(write, max_batch=4)
-    results: dict[int, tuple[int | None, float]] = {}
-
-    async def submit(i: int) -> None:
-        done = await batcher.submit(i)
-        results[i] = (done.result, done.time)
-
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            for i in range(10):
-                nursery.start_soon(submit, i)
-    # The first caller writes alone; the others queued meanwhile go in batches of at most 4,
-    # each written by one of the waiting callers. (Trio runs the tasks in no fixed order.)
-    assert [len(call) for call in calls] == [1, 4, 4, 1]
-    assert sorted(i for call in calls for i in call) == list(range(10))
-    assert results == {i: (i * 10, 1.5) for i in range(10)}
-    fail["now"] = True
-    assert (await batcher.submit(99)).result is None

@@ -1,4 +1,4 @@
-#!lua name=trio_tasks_3
+#!lua name=trio_tasks_4
 --[[
 trio-tasks: every state change of the Redis broker that touches more than one key.
 
@@ -15,29 +15,39 @@ called with FCALL. docs/redis.md describes the key layout; in short:
     10    stats       hash of cluster-wide counters
     11    waiters     hash id -> 1 for jobs someone waits for (their end is PUBLISHed)
     12    seq         counter: submission order and lease tokens
+    13    nodes       zset node id -> registry deadline (server ms): the live nodes
   ARGV[1] is the key prefix ("tt:{namespace}:"); a job's record is the hash prefix.."job:"..id,
   the channels are prefix.."cancel" and prefix.."done". All keys share the {namespace} hash
   tag, so on Redis Cluster they live in one slot and every function is valid there.
 
 A job hash holds the fields of trio_tasks._job.job_to_record, each value JSON-encoded (so Lua
 never decodes user JSON), plus three private fields: tok (the fencing token of the current
-or last lease), cxl (cancellation requested) and node (the node holding the lease).
+or last lease), cxl (cancellation requested), node (the node holding the lease) and qtn (the
+record was quarantined: see quarantine).
+
+No function raises on a corrupt record (a field that is not what it should be, a key of another
+type than hash): each reports it to the node instead, which salvages what it can and calls
+quarantine. A priority that is not 1-4 queues the job as normal (2) until then.
 
 Numbers arrive as strings and are stored as they came: Python formats floats with repr so no
 precision is lost; Lua only converts to compare.
 ]]
 
-local FIELDS = {
-  'v', 'id', 'type', 'priority', 'payload', 'status', 'attempts', 'max_attempts', 'timeout',
-  'created_at', 'run_at', 'started_at', 'completed_at', 'worker_id', 'result', 'error',
-  'progress',
-}
+-- The record's fields: trio_tasks._job.RECORD_FIELDS, put in place by
+-- trio_tasks/brokers/_redis_scripts.py:library_code() when the library is loaded.
+local FIELDS = {--[[RECORD_FIELDS]]}
 
 local PENDING, SCHEDULED, RUNNING = '"pending"', '"scheduled"', '"running"'
 local COMPLETED, FAILED, CANCELLED = '"completed"', '"failed"', '"cancelled"'
 local FINAL = {[COMPLETED] = true, [FAILED] = true, [CANCELLED] = true}
+local KNOWN = {[PENDING] = true, [SCHEDULED] = true, [RUNNING] = true, [COMPLETED] = true,
+  [FAILED] = true, [CANCELLED] = true}
+local QUEUE = {['1'] = 1, ['2'] = 2, ['3'] = 3, ['4'] = 4}
 
-local SCHED, RUN, FINISHED, INDEX, WAKE, STATS, WAITERS, SEQ = 5, 6, 7, 8, 9, 10, 11, 12
+local SCHED, RUN, FINISHED, INDEX, WAKE, STATS, WAITERS, SEQ, NODES = 5, 6, 7, 8, 9, 10, 11, 12,
+  13
+-- A corrupt running job the node did not quarantine yet is looked at again after this long.
+local CORRUPT_RETRY_MS = 5000
 -- Wake-up tokens kept at most: enough to wake every idle node, bounded when nobody listens.
 local WAKE_CAP = 64
 -- Work done per call by eviction and the reaper, so no call blocks Redis for long.
@@ -49,6 +59,24 @@ end
 
 local function record(key)
   return redis.call('HMGET', key, unpack(FIELDS))
+end
+
+-- HMGET of some fields, or nil when the key holds another type than a hash.
+local function fields(key, ...)
+  local cur = redis.pcall('HMGET', key, ...)
+  if cur.err then
+    return nil
+  end
+  return cur
+end
+
+-- The queue (its KEYS index) of a stored priority; 2 (normal) for a value that is not 1-4.
+local function queue_of(priority)
+  return QUEUE[priority] or 2
+end
+
+local function key_type(key)
+  return redis.call('TYPE', key)['ok']
 end
 
 -- The record as one JSON array (the values are JSON already: no decoding, one string to
@@ -147,7 +175,9 @@ end
 
 --[[ lease: take up to #workers jobs, the oldest of the highest non-empty priority first, and
 lease them, one per worker in order. workers holds JSON-encoded worker ids.
-Returns {token1, record1 (JSON array), token2, record2, ...}.
+Returns {token1, id1, record1 (JSON array), token2, id2, record2, ...}; an id whose key holds
+another type than a hash is popped, not leased, and returned as {type, id, false} (it takes no
+worker's turn) for the node to quarantine.
 ]]
 local function lease(keys, prefix, now, lease_ms, node, workers)
   local k = #workers
@@ -165,16 +195,23 @@ local function lease(keys, prefix, now, lease_ms, node, workers)
       end
       for _, id in ipairs(ids) do
         local key = job_key(prefix, id)
-        if redis.call('EXISTS', key) == 1 then
+        local t = key_type(key)
+        if t == 'hash' then
           taken = taken + 1
           local token = redis.call('INCR', keys[SEQ])
           redis.call('HSET', key, 'status', RUNNING, 'started_at', now,
             'worker_id', workers[taken], 'tok', token, 'node', node)
           redis.call('HDEL', key, 'cxl')
-          redis.call('HINCRBY', key, 'attempts', 1)
+          -- attempts that are not a number: the node finds the record corrupt.
+          redis.pcall('HINCRBY', key, 'attempts', 1)
           redis.call('ZADD', keys[RUN], deadline, id)
           out[#out + 1] = token
+          out[#out + 1] = id
           out[#out + 1] = record_json(key)
+        elseif t ~= 'none' then
+          out[#out + 1] = t
+          out[#out + 1] = id
+          out[#out + 1] = false
         end
       end
     end
@@ -202,7 +239,8 @@ submitting node's idle workers (the highest-priority oldest pending jobs, not ne
 ARGV: prefix, max_unfinished, now, lease_ms, node, k, worker_id JSON x k, then per job: id,
 priority, score ('' = pending, else run_at), nfields, field1, value1, ...
 Returns {'full', unfinished} or {'ok', leased, r1, r2, ...}: leased is what lease returns; r is
-1 (created), 2 (the same id earlier in this batch) or the existing record (HMGET of FIELDS).
+1 (created), 2 (the same id earlier in this batch), the existing record (HMGET of FIELDS) or,
+for a key of another type than hash, that type (the node quarantines it).
 ]]
 local function enqueue(keys, args)
   local prefix, limit = args[1], tonumber(args[2])
@@ -216,11 +254,15 @@ local function enqueue(keys, args)
     local job = {id = args[i], priority = tonumber(args[i + 1]), score = args[i + 2],
       first = i + 4, last = i + 3 + 2 * nfields}
     local key = job_key(prefix, job.id)
+    local t = seen[job.id] or key_type(key)
     if seen[job.id] then
       results[#results + 1] = 2
-    elseif redis.call('EXISTS', key) == 1 then
+    elseif t == 'hash' then
       seen[job.id] = true
       results[#results + 1] = record(key)
+    elseif t ~= 'none' then
+      seen[job.id] = true
+      results[#results + 1] = t
     else
       seen[job.id] = true
       results[#results + 1] = 1
@@ -254,20 +296,27 @@ local function enqueue(keys, args)
     results[2] = leased
   end
   -- Jobs queued here and not taken at once: wake idle nodes for them.
-  wake(keys, queued - #leased / 2)
+  wake(keys, queued - #leased / 3)
   return results
 end
 
---[[ renew: extend the leases a node holds. ARGV: prefix, lease_ms, then id, token pairs.
+--[[ heartbeat: register the node as live and extend the leases it holds.
+ARGV: prefix, lease_ms, node, node_ttl_ms, node info (JSON), then id, token pairs.
+The node's entry (prefix.."node:"..node, the info with a TTL) and its deadline in nodes are
+renewed; entries past their deadline are pruned.
 Returns one code per pair: 0 lease lost, 1 renewed, 2 renewed and cancellation requested.
 ]]
-local function renew(keys, args)
-  local prefix, lease_ms = args[1], tonumber(args[2])
-  local deadline = server_ms() + lease_ms
+local function heartbeat(keys, args)
+  local prefix, lease_ms, node, node_ttl = args[1], tonumber(args[2]), args[3], tonumber(args[4])
+  local now = server_ms()
+  local deadline = now + lease_ms
+  redis.call('ZREMRANGEBYSCORE', keys[NODES], '-inf', now)
+  redis.call('ZADD', keys[NODES], now + node_ttl, node)
+  redis.call('SET', prefix .. 'node:' .. node, args[5], 'PX', node_ttl)
   local out = {}
-  for i = 3, #args, 2 do
+  for i = 6, #args, 2 do
     local id, token = args[i], args[i + 1]
-    local cur = redis.call('HMGET', job_key(prefix, id), 'tok', 'status', 'cxl')
+    local cur = fields(job_key(prefix, id), 'tok', 'status', 'cxl') or {}
     if cur[1] == token and cur[2] == RUNNING then
       redis.call('ZADD', keys[RUN], deadline, id)
       out[#out + 1] = cur[3] and 2 or 1
@@ -287,8 +336,9 @@ kind: c completed (value = result JSON), f failed (value = error JSON), r retry 
 error JSON, at = run_at), x cancelled, l released (back to the front of its queue), u
 un-fetched (as l, and the attempt is not counted).
 Returns {statuses, leased}: statuses has one entry per outcome: the job's status (JSON) after
-it, also when an earlier try of the same call already recorded it; else the job's current
-record (the lease was lost: nothing was changed). leased is what lease returns.
+it, also when an earlier try of the same call already recorded it (a status that is not one
+means a corrupt record); else the job's current record (the lease was lost: nothing was
+changed), or false for a key of another type than hash. leased is what lease returns.
 ]]
 local function finish(keys, args)
   local prefix, now, ttl_ms, ttl_s, max_jobs = args[1], args[2], args[3], args[4], args[5]
@@ -299,14 +349,16 @@ local function finish(keys, args)
     local id, token, kind, value, at = args[i], args[i + 1], args[i + 2], args[i + 3],
       args[i + 4]
     local key = job_key(prefix, id)
-    local cur = redis.call('HMGET', key, 'tok', 'status', 'cxl', 'priority')
-    if cur[1] ~= token then
+    local cur = fields(key, 'tok', 'status', 'cxl', 'priority')
+    if not cur then
+      out[#out + 1] = false
+    elseif cur[1] ~= token then
       out[#out + 1] = record(key)
     elseif cur[2] ~= RUNNING then
-      out[#out + 1] = cur[2]
+      out[#out + 1] = cur[2] or ''
     else
       redis.call('ZREM', keys[RUN], id)
-      local priority = tonumber(cur[4])
+      local priority = queue_of(cur[4])
       if kind == 'c' then
         finalize(keys, prefix, id, key, COMPLETED, now, ttl_ms, 'result', value)
       elseif kind == 'f' then
@@ -331,7 +383,7 @@ local function finish(keys, args)
       else
         redis.call('HSET', key, 'status', PENDING)
         if kind == 'u' then
-          redis.call('HINCRBY', key, 'attempts', -1)
+          redis.pcall('HINCRBY', key, 'attempts', -1)
         end
         redis.call('LPUSH', keys[priority], id)
         queued = queued + 1
@@ -341,20 +393,24 @@ local function finish(keys, args)
   end
   local leased = lease(keys, prefix, now, lease_ms, node, {unpack(args, 9, 8 + k)})
   -- Jobs queued again here and not taken at once: wake idle nodes for them.
-  wake(keys, queued - #leased / 2)
+  wake(keys, queued - #leased / 3)
   evict(keys, prefix, now, ttl_s, max_jobs)
   return {out, leased}
 end
 
 --[[ cancel: ARGV: prefix, id, now, ttl_ms, ttl_s, max_jobs.
 Returns {'missing'}, {'final', status}, {'running', record} (flagged and announced on the
-cancel channel; the node running it stops it) or {'cancelled', record}.
+cancel channel; the node running it stops it), {'cancelled', record}, or {'corrupt'} (an
+unknown status or a key of another type: nothing was changed, the node quarantines it).
 ]]
 local function cancel(keys, args)
   local prefix, id, now, ttl_ms, ttl_s, max_jobs = args[1], args[2], args[3], args[4], args[5],
     args[6]
   local key = job_key(prefix, id)
-  local cur = redis.call('HMGET', key, 'status', 'priority')
+  local cur = fields(key, 'status', 'priority')
+  if not cur then
+    return {'corrupt'}
+  end
   local status = cur[1]
   if not status then
     return {'missing'}
@@ -362,13 +418,16 @@ local function cancel(keys, args)
   if FINAL[status] then
     return {'final', status}
   end
+  if not KNOWN[status] then
+    return {'corrupt'}
+  end
   if status == RUNNING then
     redis.call('HSET', key, 'cxl', '1')
     redis.call('PUBLISH', prefix .. 'cancel', id)
     return {'running', record(key)}
   end
   if status == PENDING then
-    redis.call('LREM', keys[tonumber(cur[2])], 1, id)
+    redis.call('LREM', keys[queue_of(cur[2])], 1, id)
   else
     redis.call('ZREM', keys[SCHED], id)
   end
@@ -387,10 +446,14 @@ local function promote(keys, args)
   for _, id in ipairs(due) do
     redis.call('ZREM', keys[SCHED], id)
     local key = job_key(prefix, id)
-    local priority = redis.call('HGET', key, 'priority')
-    if priority then
+    local priority = redis.pcall('HGET', key, 'priority')
+    if type(priority) == 'table' then
+      -- Not a hash: queued all the same, for the node that leases it to quarantine it.
+      redis.call('RPUSH', keys[2], id)
+      moved = moved + 1
+    elseif priority then
       redis.call('HSET', key, 'status', PENDING)
-      redis.call('RPUSH', keys[tonumber(priority)], id)
+      redis.call('RPUSH', keys[queue_of(priority)], id)
       moved = moved + 1
     end
   end
@@ -403,42 +466,54 @@ end
 of its queue, or ends cancelled (cancellation was requested) or failed (no attempts left).
 The token is cleared so the node that lost the lease cannot record anything any more.
 ARGV: prefix, now, ttl_ms, ttl_s, max_jobs, error JSON for jobs out of attempts.
-Returns the ids reaped.
+Returns {reaped ids, corrupt ids}: a record that cannot be reaped safely (a key of another type,
+an unknown status, a priority or attempts that are not what they should be) stays in running,
+looked at again CORRUPT_RETRY_MS later, for the node to quarantine.
 ]]
 local function reap(keys, args)
   local prefix, now, ttl_ms, ttl_s, max_jobs, error = args[1], args[2], args[3], args[4],
     args[5], args[6]
-  local expired = redis.call('ZRANGEBYSCORE', keys[RUN], '-inf', server_ms(), 'LIMIT', 0, BATCH)
+  local now_ms = server_ms()
+  local expired = redis.call('ZRANGEBYSCORE', keys[RUN], '-inf', now_ms, 'LIMIT', 0, BATCH)
   local queued = 0
+  local reaped, corrupt = {}, {}
   for _, id in ipairs(expired) do
-    redis.call('ZREM', keys[RUN], id)
     local key = job_key(prefix, id)
-    local cur = redis.call('HMGET', key, 'status', 'cxl', 'priority', 'attempts', 'max_attempts')
-    if cur[1] == RUNNING then
-      redis.call('HSET', key, 'tok', '')
-      redis.call('HINCRBY', keys[STATS], 'leases_expired', 1)
-      if cur[2] then
-        finalize(keys, prefix, id, key, CANCELLED, now, ttl_ms)
-      elseif tonumber(cur[4]) >= tonumber(cur[5]) then
-        finalize(keys, prefix, id, key, FAILED, now, ttl_ms, 'error', error)
-      else
-        redis.call('HSET', key, 'status', PENDING)
-        redis.call('LPUSH', keys[tonumber(cur[3])], id)
-        queued = queued + 1
+    local cur = fields(key, 'status', 'cxl', 'priority', 'attempts', 'max_attempts')
+    local status = cur and cur[1]
+    if not cur or (status and not KNOWN[status]) or (status == RUNNING and not (
+        QUEUE[cur[3]] and tonumber(cur[4]) and tonumber(cur[5]))) then
+      corrupt[#corrupt + 1] = id
+      redis.call('ZADD', keys[RUN], now_ms + CORRUPT_RETRY_MS, id)
+    else
+      reaped[#reaped + 1] = id
+      redis.call('ZREM', keys[RUN], id)
+      if status == RUNNING then
+        redis.call('HSET', key, 'tok', '')
+        redis.call('HINCRBY', keys[STATS], 'leases_expired', 1)
+        if cur[2] then
+          finalize(keys, prefix, id, key, CANCELLED, now, ttl_ms)
+        elseif tonumber(cur[4]) >= tonumber(cur[5]) then
+          finalize(keys, prefix, id, key, FAILED, now, ttl_ms, 'error', error)
+        else
+          redis.call('HSET', key, 'status', PENDING)
+          redis.call('LPUSH', keys[QUEUE[cur[3]]], id)
+          queued = queued + 1
+        end
       end
     end
   end
   wake(keys, queued)
-  if #expired > 0 then
+  if #reaped > 0 then
     evict(keys, prefix, now, ttl_s, max_jobs)
   end
-  return expired
+  return {reaped, corrupt}
 end
 
 -- progress: ARGV: prefix, id, token, value JSON. Returns 1 if recorded (lease still held).
 local function progress(keys, args)
   local key = job_key(args[1], args[2])
-  local cur = redis.call('HMGET', key, 'tok', 'status')
+  local cur = fields(key, 'tok', 'status') or {}
   if cur[1] == args[3] and cur[2] == RUNNING then
     redis.call('HSET', key, 'progress', args[4])
     return 1
@@ -446,11 +521,14 @@ local function progress(keys, args)
   return 0
 end
 
--- watch: ARGV: prefix, id. The record (false if none); unless final, its end will be
--- PUBLISHed on the done channel.
+-- watch: ARGV: prefix, id. The record (false if none; the key's type if it is not a hash);
+-- unless final, its end will be PUBLISHed on the done channel.
 local function watch(keys, args)
   local key = job_key(args[1], args[2])
-  local status = redis.call('HGET', key, 'status')
+  local status = redis.pcall('HGET', key, 'status')
+  if type(status) == 'table' then
+    return key_type(key)
+  end
   if not status then
     return false
   end
@@ -469,7 +547,10 @@ local function counts(keys, args)
 end
 
 --[[ list: newest first. ARGV: prefix, status JSON or '', type JSON or '', limit, scan_max.
-Returns the matching records; index entries whose job has expired are dropped.
+Returns the matching records, each with its id appended; index entries whose job has expired
+are dropped. Records with an
+unknown status are returned whatever the filters, and keys of another type than hash as their
+id (a string): the node quarantines them, then filters.
 ]]
 local function list(keys, args)
   local prefix, status, jtype, limit, scan_max = args[1], args[2], args[3], tonumber(args[4]),
@@ -483,14 +564,19 @@ local function list(keys, args)
     end
     for _, id in ipairs(ids) do
       local key = job_key(prefix, id)
-      local cur = redis.call('HMGET', key, 'status', 'type')
-      if not cur[1] then
+      local cur = fields(key, 'status', 'type')
+      if not cur then
+        out[#out + 1] = id
+      elseif not cur[1] then
         gone[#gone + 1] = id
-      elseif (status == '' or cur[1] == status) and (jtype == '' or cur[2] == jtype) then
-        out[#out + 1] = record(key)
-        if #out >= limit then
-          break
-        end
+      elseif not KNOWN[cur[1]] or
+          ((status == '' or cur[1] == status) and (jtype == '' or cur[2] == jtype)) then
+        local values = record(key)
+        values[NFIELDS + 1] = id
+        out[#out + 1] = values
+      end
+      if #out >= limit then
+        break
       end
     end
     start = start + page
@@ -503,14 +589,84 @@ local function list(keys, args)
   return out
 end
 
-redis.register_function('tt3_enqueue', enqueue)
-redis.register_function('tt3_fetch', fetch)
-redis.register_function('tt3_renew', renew)
-redis.register_function('tt3_finish', finish)
-redis.register_function('tt3_cancel', cancel)
-redis.register_function('tt3_promote', promote)
-redis.register_function('tt3_reap', reap)
-redis.register_function('tt3_progress', progress)
-redis.register_function('tt3_watch', watch)
-redis.register_function('tt3_list', list)
-redis.register_function{function_name = 'tt3_counts', callback = counts, flags = {'no-writes'}}
+--[[ quarantine: a record that does not decode becomes a failed job that stays visible.
+ARGV: prefix, id, now, ttl_ms, quarantine_ms, then field, value pairs of the salvaged record
+(trio_tasks._job.salvage_record). The raw record is kept at prefix.."quarantine:"..id for
+quarantine_ms (copied if a hash, renamed otherwise; the first one kept); the job's hash is
+replaced by the salvaged record (no token: a lease on it is lost), taken out of the queues,
+scheduled and running, kept as a finished job and in the index, counted failed, and its end
+announced if awaited. Returns 1 if done; 0 if the id has no key any more (it is only taken out
+of the queues and sets) or its record was quarantined already (by another node).
+]]
+local function quarantine(keys, args)
+  local prefix, id, now, ttl_ms, quarantine_ms = args[1], args[2], args[3], args[4], args[5]
+  local key, qkey = job_key(prefix, id), prefix .. 'quarantine:' .. id
+  local t = key_type(key)
+  if t == 'hash' and redis.call('HEXISTS', key, 'qtn') == 1 then
+    return 0
+  end
+  for p = 1, 4 do
+    redis.call('LREM', keys[p], 0, id)
+  end
+  redis.call('ZREM', keys[SCHED], id)
+  redis.call('ZREM', keys[RUN], id)
+  if t == 'none' then
+    return 0
+  end
+  if redis.call('EXISTS', qkey) == 1 then
+    redis.call('DEL', key)
+  elseif t == 'hash' then
+    redis.call('COPY', key, qkey)
+    redis.call('DEL', key)
+  else
+    redis.call('RENAME', key, qkey)
+  end
+  redis.call('PEXPIRE', qkey, quarantine_ms)
+  redis.call('HSET', key, 'qtn', '1', unpack(args, 6))
+  redis.call('PEXPIRE', key, ttl_ms)
+  redis.call('ZADD', keys[FINISHED], now, id)
+  if not redis.call('ZSCORE', keys[INDEX], id) then
+    redis.call('ZADD', keys[INDEX], redis.call('INCR', keys[SEQ]), id)
+  end
+  redis.call('HINCRBY', keys[STATS], 'failed', 1)
+  if redis.call('HDEL', keys[WAITERS], id) == 1 then
+    redis.call('PUBLISH', prefix .. 'done', id)
+  end
+  return 1
+end
+
+-- leave: ARGV: prefix, node. Takes the node out of the registry (a clean stop).
+local function leave(keys, args)
+  redis.call('ZREM', keys[NODES], args[2])
+  redis.call('DEL', args[1] .. 'node:' .. args[2])
+  return 1
+end
+
+-- cluster: ARGV: prefix. {stats (HGETALL), {info of each live node}}.
+local function cluster(keys, args)
+  local live = redis.call('ZRANGEBYSCORE', keys[NODES], '(' .. server_ms(), '+inf')
+  local nodes = {}
+  for _, node in ipairs(live) do
+    local info = redis.pcall('GET', args[1] .. 'node:' .. node)
+    if type(info) == 'string' then
+      nodes[#nodes + 1] = info
+    end
+  end
+  return {redis.call('HGETALL', keys[STATS]), nodes}
+end
+
+redis.register_function('tt4_enqueue', enqueue)
+redis.register_function('tt4_fetch', fetch)
+redis.register_function('tt4_heartbeat', heartbeat)
+redis.register_function('tt4_finish', finish)
+redis.register_function('tt4_cancel', cancel)
+redis.register_function('tt4_promote', promote)
+redis.register_function('tt4_reap', reap)
+redis.register_function('tt4_progress', progress)
+redis.register_function('tt4_watch', watch)
+redis.register_function('tt4_list', list)
+redis.register_function('tt4_quarantine', quarantine)
+redis.register_function('tt4_leave', leave)
+-- Read-only: allowed on replicas and in read-only scripts.
+redis.register_function{function_name = 'tt4_counts', callback = counts, flags = {'no-writes'}}
+redis.register_function{function_name = 'tt4_cluster', callback = cluster, flags = {'no-writes'}}

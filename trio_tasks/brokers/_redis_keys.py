@@ -13,33 +13,11 @@ import attrs
 
 from .._job import Priority
 
-#: The fields of a job's hash that hold its record (:func:`~trio_tasks._job.job_to_record`),
-#: in the order the Lua functions return them (``FIELDS`` in ``_redis.lua``).
-RECORD_FIELDS: tuple[str, ...] = (
-    "v",
-    "id",
-    "type",
-    "priority",
-    "payload",
-    "status",
-    "attempts",
-    "max_attempts",
-    "timeout",
-    "created_at",
-    "run_at",
-    "started_at",
-    "completed_at",
-    "worker_id",
-    "result",
-    "error",
-    "progress",
-)
-
 #: The Lua library (``#!lua name=...`` in ``_redis.lua``) and the prefix of its functions.
 #: Both change together whenever the functions change incompatibly, so nodes of two versions
 #: sharing one Redis never call each other's code.
-LIBRARY_NAME = "trio_tasks_3"
-FUNCTION_PREFIX = "tt3_"
+LIBRARY_NAME = "trio_tasks_4"
+FUNCTION_PREFIX = "tt4_"
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
@@ -64,6 +42,7 @@ class RedisKeys:
     stats: str
     waiters: str
     seq: str
+    nodes: str
     cancel_channel: str
     done_channel: str
     script_keys: tuple[str, ...]
@@ -83,13 +62,15 @@ class RedisKeys:
             for name in ("scheduled", "running", "finished", "index", "wake", "stats", "waiters")
         }
         seq = prefix + "seq"
+        nodes = prefix + "nodes"
         # The order _redis.lua expects: q:1..q:4, then these.
-        script_keys = (*queues, *named.values(), seq)
+        script_keys = (*queues, *named.values(), seq, nodes)
         return cls(
             namespace=namespace,
             prefix=prefix,
             queues=queues,
             seq=seq,
+            nodes=nodes,
             cancel_channel=prefix + "cancel",
             done_channel=prefix + "done",
             script_keys=script_keys,
@@ -103,3 +84,12 @@ class RedisKeys:
     def queue(self, priority: Priority) -> str:
         """The list of pending ids of ``priority``."""
         return self.queues[int(priority) - 1]
+
+    def quarantine(self, job_id: str) -> str:
+        """Where the raw record of a job that did not decode is kept (``_redis.lua``:
+        ``quarantine``)."""
+        return f"{self.prefix}quarantine:{job_id}"
+
+    def node(self, node_id: str) -> str:
+        """The registry entry of one node (JSON, expiring after three missed heartbeats)."""
+        return f"{self.prefix}node:{node_id}"

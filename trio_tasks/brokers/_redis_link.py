@@ -119,6 +119,7 @@ class RedisLink:
         self._up_since: float | None = None
         self._failures = 0
         self.closed = False
+        self._reported: set[str] = set()
 
     def failed(self, exc: BaseException) -> None:
         """Record a failed call (a transient error)."""
@@ -137,6 +138,23 @@ class RedisLink:
             self._log.warning("redis connection restored", after_failures=self._failures)
             self.reason = None
         self._failures = 0
+
+    def task_failed(self, task: str, exc: Exception) -> float:
+        """A background task's step failed: a transient error is recorded as by
+        :meth:`failed`; any other is logged (once per distinct error: a task that keeps failing
+        the same way does not flood the log). Returns the pause before the task goes on."""
+        if is_transient(exc):
+            self.failed(exc)
+            return self.backoff()
+        key = f"{task}: {type(exc).__name__}: {exc}"
+        if key not in self._reported:
+            if len(self._reported) >= 256:
+                self._reported.clear()
+            self._reported.add(key)
+            self._log.error(
+                "redis broker task failed; it goes on", task=task, error=key, exc_info=exc
+            )
+        return self.retry_cap
 
     @property
     def stable_for(self) -> float:

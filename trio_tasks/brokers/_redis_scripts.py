@@ -1,12 +1,16 @@
-"""Typed Python entry points to the Lua functions of ``_redis.lua``, and the job hash codec.
+"""Typed Python entry points to the Lua functions of ``_redis.lua``.
 
 Each method is one ``FCALL`` (one round trip, one atomic step in Redis). Arguments are turned
 into strings here, floats with ``repr`` so no digit is lost, and replies are parsed into Python
 values; retrying on connection errors is the caller's business (:mod:`._redis_link`).
+
+Replies are decoded by :mod:`._redis_codec`, which never raises: a record that does not decode
+comes back as :class:`Corrupt`, for the broker to quarantine (:meth:`RedisScripts.quarantine`).
 """
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Iterable, Sequence
 from importlib import resources
@@ -15,60 +19,51 @@ from typing import Any, NamedTuple
 import coredis
 import coredis.exceptions
 
-from .._job import Job, JobStatus, job_from_record, job_to_record
-from ._redis_keys import FUNCTION_PREFIX, RECORD_FIELDS, RedisKeys
+from .._job import RECORD_FIELDS, Job, JobStatus
+from ._redis_codec import (
+    NO_LEASES,
+    Corrupt,
+    Leases,
+    decode_job,
+    encode_job,
+    ms,
+    num,
+    parse_leases,
+    parse_status,
+    wrong_type,
+)
+from ._redis_keys import FUNCTION_PREFIX, RedisKeys
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _loads = json.loads
 
+#: Where ``_redis.lua`` has the record's fields put in (``local FIELDS = {...}``).
+FIELDS_PLACEHOLDER = "--[[RECORD_FIELDS]]"
+
 
 def library_code() -> str:
-    """The source of ``_redis.lua``."""
-    return resources.files(__package__).joinpath("_redis.lua").read_text(encoding="utf-8")
+    """The source of ``_redis.lua``, with its ``FIELDS`` list made from :data:`RECORD_FIELDS`."""
+    code = resources.files(__package__).joinpath("_redis.lua").read_text(encoding="utf-8")
+    return code.replace(FIELDS_PLACEHOLDER, ", ".join(f"'{name}'" for name in RECORD_FIELDS))
 
 
-def encode_job(job: Job) -> list[str]:
-    """The job's hash as a flat ``[field, value, ...]`` list, each value JSON-encoded."""
-    flat: list[str] = []
-    for name, value in job_to_record(job).items():
-        flat.append(name)
-        flat.append(_dumps(value))
-    return flat
+class OutcomeKind(enum.StrEnum):
+    """What :meth:`RedisScripts.finish` records for a leased job (the letter is the wire form
+    that ``finish`` in ``_redis.lua`` reads)."""
 
+    COMPLETED = "c"
+    FAILED = "f"
+    RETRY = "r"
+    CANCELLED = "x"
+    #: Handed back at shutdown: to the front of its queue.
+    RELEASED = "l"
+    #: Leased for a worker that never took it: as RELEASED, and the attempt is not counted.
+    UNFETCHED = "u"
 
-def decode_job(values: Sequence[str | None]) -> Job | None:
-    """Rebuild a job from the values of :data:`RECORD_FIELDS`; ``None`` if the hash is gone."""
-    if not values or values[0] is None:
-        return None
-    return job_from_record(
-        {
-            name: None if raw is None else _loads(raw)
-            for name, raw in zip(RECORD_FIELDS, values, strict=True)
-        }
-    )
-
-
-def decode_job_array(text: str) -> Job:
-    """Rebuild a job from its record as one JSON array of the values of :data:`RECORD_FIELDS`
-    (``record_json`` in ``_redis.lua``): one parse instead of one per field."""
-    return job_from_record(dict(zip(RECORD_FIELDS, _loads(text), strict=True)))
-
-
-def encode_json(value: Any) -> str:
-    """The compact JSON text of ``value`` (as stored in a job's hash)."""
-    return _dumps(value)
-
-
-def num(value: float) -> str:
-    """A float as a string that loses no digit (Lua and Redis parse it as a number)."""
-    return repr(float(value))
-
-
-class Leased(NamedTuple):
-    """One job handed out by :meth:`RedisScripts.fetch`, with its lease token."""
-
-    token: str
-    job: Job
+    @property
+    def frees_worker(self) -> bool:
+        """Whether the worker fetches its next job after this outcome."""
+        return self not in (OutcomeKind.RELEASED, OutcomeKind.UNFETCHED)
 
 
 class Outcome(NamedTuple):
@@ -80,10 +75,15 @@ class Outcome(NamedTuple):
 
     job_id: str
     token: str
-    kind: str
+    kind: OutcomeKind
     value: str = ""
     at: str = ""
     worker: str = ""
+
+
+#: What ``finish`` answers for one outcome: the status after it (recorded), the current job
+#: (the lease was lost), ``None`` (the job is gone) or a corrupt record.
+Finished = JobStatus | Job | Corrupt | None
 
 
 class EnqueueResult(NamedTuple):
@@ -93,20 +93,17 @@ class EnqueueResult(NamedTuple):
 
     full: bool
     unfinished: int
-    entries: list[int | Job]
-    leased: list[Leased]
+    entries: list[int | Job | Corrupt]
+    leased: Leases
 
 
 class CancelResult(NamedTuple):
-    """``code``: ``missing``, ``final``, ``running`` or ``cancelled``; the job when known."""
+    """``code``: ``missing``, ``final``, ``running``, ``cancelled`` or ``corrupt``; the job
+    when known (:class:`Corrupt` if its record does not decode)."""
 
     code: str
     status: JobStatus | None
-    job: Job | None
-
-
-def _leased(reply: Sequence[Any]) -> list[Leased]:
-    return [Leased(str(reply[i]), decode_job_array(reply[i + 1])) for i in range(0, len(reply), 2)]
+    job: Job | Corrupt | None
 
 
 class RedisScripts:
@@ -156,29 +153,67 @@ class RedisScripts:
             args += fields
         reply = await self._call("enqueue", args)
         if reply[0] == "full":
-            return EnqueueResult(True, int(reply[1]), [], [])
-        entries: list[int | Job] = []
-        for entry in reply[2:]:
+            return EnqueueResult(True, int(reply[1]), [], NO_LEASES)
+        entries: list[int | Job | Corrupt] = []
+        for (job, _), entry in zip(jobs, reply[2:], strict=True):
             if isinstance(entry, int):
                 entries.append(entry)
+            elif isinstance(entry, str):
+                entries.append(wrong_type(job.id, entry))
             else:
-                existing = decode_job(entry)
-                assert existing is not None
-                entries.append(existing)
-        return EnqueueResult(False, 0, entries, _leased(reply[1]))
+                existing = decode_job(entry, job.id)
+                entries.append(
+                    Corrupt(job.id, "the record vanished") if existing is None else existing
+                )
+        return EnqueueResult(False, 0, entries, parse_leases(reply[1]))
 
-    async def fetch(self, now: float, lease_ms: int, node: str, workers: list[str]) -> list[Leased]:
+    async def fetch(self, now: float, lease_ms: int, node: str, workers: list[str]) -> Leases:
         """Lease up to ``len(workers)`` jobs, highest priority first, one per worker in order."""
         args = [num(now), str(lease_ms), node, str(len(workers))]
         args += [_dumps(worker) for worker in workers]
-        return _leased(await self._call("fetch", args))
+        return parse_leases(await self._call("fetch", args))
 
-    async def renew(self, lease_ms: int, leases: Sequence[tuple[str, str]]) -> list[int]:
-        """Extend ``(job_id, token)`` leases: 0 lost, 1 renewed, 2 renewed + cancel requested."""
-        args = [str(lease_ms)]
+    async def heartbeat(
+        self,
+        lease_ms: int,
+        node: str,
+        node_ttl: float,
+        info: str,
+        leases: Sequence[tuple[str, str]],
+    ) -> list[int]:
+        """Register this node (``info`` for ``node_ttl`` seconds) and extend its
+        ``(job_id, token)`` leases: 0 lost, 1 renewed, 2 renewed + cancel requested."""
+        args = [str(lease_ms), node, ms(node_ttl), info]
         for job_id, token in leases:
             args += [job_id, token]
-        return [int(code) for code in await self._call("renew", args)]
+        return [int(code) for code in await self._call("heartbeat", args)]
+
+    async def leave(self, node: str) -> None:
+        """Take ``node`` out of the registry."""
+        await self._call("leave", [node])
+
+    async def cluster(self) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        """The cluster-wide counters and the registry entries of the live nodes."""
+        stats, nodes = await self._call("cluster", [])
+        if isinstance(stats, dict):
+            pairs = list(stats.items())
+        else:
+            pairs = list(zip(stats[::2], stats[1::2], strict=True))
+        totals: dict[str, int] = {}
+        for name, value in pairs:
+            try:
+                totals[str(name)] = int(value)
+            except ValueError:
+                continue  # not a counter: not ours
+        infos: list[dict[str, Any]] = []
+        for text in nodes:
+            try:
+                info = _loads(text)
+            except ValueError:
+                continue
+            if isinstance(info, dict):
+                infos.append(info)
+        return totals, infos
 
     async def finish(
         self,
@@ -190,53 +225,63 @@ class RedisScripts:
         lease_ms: int = 0,
         node: str = "",
         workers: Sequence[str] = (),
-    ) -> tuple[list[JobStatus | Job | None], list[Leased]]:
+    ) -> tuple[list[Finished], Leases]:
         """Record ``outcomes``: for each, the job's status after it, else (the lease was lost:
         nothing changed) the job as it is now, ``None`` if it is gone. Then lease up to
         ``len(workers)`` jobs as :meth:`fetch` does, one per worker in order."""
-        args = [num(now), str(max(1, round(ttl * 1000))), num(ttl), str(max_jobs)]
+        args = [num(now), ms(ttl), num(ttl), str(max_jobs)]
         args += [node, str(lease_ms), str(len(workers))]
         args += [_dumps(worker) for worker in workers]
         for outcome in outcomes:
             args += outcome[:5]
         statuses, leased = await self._call("finish", args)
-        results: list[JobStatus | Job | None] = []
-        for entry in statuses:
-            results.append(
-                JobStatus(_loads(entry)) if isinstance(entry, str) else decode_job(entry)
-            )
-        return results, _leased(leased)
+        results: list[Finished] = []
+        for outcome, entry in zip(outcomes, statuses, strict=True):
+            if isinstance(entry, str):
+                results.append(parse_status(entry, outcome.job_id))
+            else:
+                results.append(None if entry is None else decode_job(entry, outcome.job_id))
+        return results, parse_leases(leased)
 
     async def cancel(self, job_id: str, now: float, ttl: float, max_jobs: int) -> CancelResult:
         """Cancel a job; see ``cancel`` in ``_redis.lua``."""
-        args = [job_id, num(now), str(max(1, round(ttl * 1000))), num(ttl), str(max_jobs)]
+        args = [job_id, num(now), ms(ttl), num(ttl), str(max_jobs)]
         reply = await self._call("cancel", args)
         code = reply[0]
         if code == "missing":
             return CancelResult(code, None, None)
+        if code == "corrupt":
+            return CancelResult(code, None, Corrupt(job_id, "unknown status or key type"))
         if code == "final":
             return CancelResult(code, JobStatus(_loads(reply[1])), None)
-        job = decode_job(reply[1])
-        return CancelResult(code, None if job is None else job.status, job)
+        job = decode_job(reply[1], job_id)
+        return CancelResult(code, job.status if isinstance(job, Job) else None, job)
 
     async def promote(self, now: float) -> tuple[int, float | None]:
         """Queue due scheduled jobs; return how many moved and when the next one is due."""
         moved, nxt = await self._call("promote", [num(now)])
         return int(moved), None if nxt is None else float(nxt)
 
-    async def reap(self, now: float, ttl: float, max_jobs: int, error: str) -> list[str]:
-        """Take back expired leases; return the ids."""
-        args = [num(now), str(max(1, round(ttl * 1000))), num(ttl), str(max_jobs), error]
-        return [str(job_id) for job_id in await self._call("reap", args)]
+    async def reap(
+        self, now: float, ttl: float, max_jobs: int, error: str
+    ) -> tuple[list[str], list[str]]:
+        """Take back expired leases; return the ids, and those of corrupt records found."""
+        args = [num(now), ms(ttl), num(ttl), str(max_jobs), error]
+        reaped, corrupt = await self._call("reap", args)
+        return [str(job_id) for job_id in reaped], [str(job_id) for job_id in corrupt]
 
     async def progress(self, job_id: str, token: str, value: Any) -> bool:
         """Record progress if the lease is still held."""
         return bool(await self._call("progress", [job_id, token, _dumps(value)]))
 
-    async def watch(self, job_id: str) -> Job | None:
+    async def watch(self, job_id: str) -> Job | Corrupt | None:
         """The job, asking for its end to be announced on the done channel."""
         reply = await self._call("watch", [job_id])
-        return None if reply is None else decode_job(reply)
+        if reply is None:
+            return None
+        if isinstance(reply, str):
+            return wrong_type(job_id, reply)
+        return decode_job(reply, job_id)
 
     async def counts(self) -> list[int]:
         """Pending per priority (low..urgent), scheduled, running."""
@@ -244,21 +289,44 @@ class RedisScripts:
 
     async def list_jobs(
         self, status: JobStatus | None, job_type: str | None, limit: int, scan_max: int
-    ) -> list[Job]:
-        """Matching jobs, newest first."""
+    ) -> list[Job | Corrupt]:
+        """Matching jobs, newest first (corrupt records whatever the filters)."""
         args = [
             "" if status is None else _dumps(status.value),
             "" if job_type is None else _dumps(job_type),
             str(limit),
             str(scan_max),
         ]
-        jobs = [decode_job(entry) for entry in await self._call("list", args)]
-        return [job for job in jobs if job is not None]
+        jobs: list[Job | Corrupt] = []
+        for entry in await self._call("list", args):
+            if isinstance(entry, str):
+                jobs.append(wrong_type(entry, "value of another type"))
+                continue
+            job = decode_job(entry[:-1], str(entry[-1]))
+            if job is not None:
+                jobs.append(job)
+        return jobs
 
-    async def get(self, job_id: str) -> Job | None:
+    async def get(self, job_id: str) -> Job | Corrupt | None:
         """The job, or ``None`` (a plain HMGET)."""
-        values = await self.client.hmget(self.keys.job(job_id), RECORD_FIELDS)
-        return decode_job(values)
+        raw = await self.raw_record(job_id)
+        if isinstance(raw, str):
+            return None if raw == "none" else wrong_type(job_id, raw)
+        return decode_job(raw, job_id)
+
+    async def raw_record(self, job_id: str) -> list[str | None] | str:
+        """The stored values of :data:`RECORD_FIELDS`, or the key's type if not a hash."""
+        key = self.keys.job(job_id)
+        try:
+            return list(await self.client.hmget(key, RECORD_FIELDS))
+        except coredis.exceptions.WrongTypeError:
+            return str(await self.client.type(key))
+
+    async def quarantine(self, salvaged: Job, now: float, ttl: float, keep: float) -> bool:
+        """Replace the record of ``salvaged.id`` by ``salvaged`` (see ``quarantine`` in
+        ``_redis.lua``), keeping the raw one ``keep`` seconds; whether it was done here."""
+        args = [salvaged.id, num(now), ms(ttl), ms(keep), *encode_job(salvaged)]
+        return bool(await self._call("quarantine", args))
 
     async def totals(self) -> dict[str, int]:
         """Cluster-wide counters (``submitted``, ``completed``, ``failed``…)."""

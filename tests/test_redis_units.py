@@ -1,0 +1,184 @@
+"""Parts of the Redis broker that need no Redis server: the record's field list shared by
+Python and Lua, decoding that never raises, outcome batching, telling errors apart."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import trio
+
+from trio_tasks._job import CORRUPT_RECORD, RECORD_FIELDS, Job, Priority, job_to_record
+from trio_tasks.brokers._redis_codec import (
+    Corrupt,
+    Leased,
+    decode_job,
+    decode_job_array,
+    encode_job,
+    node_view,
+    parse_leases,
+    parse_status,
+)
+from trio_tasks.brokers._redis_keys import LIBRARY_NAME, RedisKeys
+from trio_tasks.brokers._redis_scripts import FIELDS_PLACEHOLDER, OutcomeKind, library_code
+
+
+def a_job() -> Job:
+    return Job(
+        id="job-1",
+        type="noop",
+        priority=Priority.HIGH,
+        payload={"a": [1, 2]},
+        max_attempts=3,
+        timeout=5.0,
+        created_at=time.time(),
+    )
+
+
+def test_the_lua_field_list_is_made_from_the_python_one() -> None:
+    code = library_code()
+    assert FIELDS_PLACEHOLDER not in code
+    block = re.search(r"local FIELDS = \{(.*?)\}", code, re.S)
+    assert block is not None
+    assert tuple(re.findall(r"'(\w+)'", block.group(1))) == RECORD_FIELDS
+    assert tuple(job_to_record(a_job())) == RECORD_FIELDS
+    assert code.startswith(f"#!lua name={LIBRARY_NAME}\n")
+    assert set(re.findall(r"'(tt\d+)_\w+'", code)) == {"tt4"}
+    keys = RedisKeys.for_namespace("x")
+    assert len({*keys.script_keys}) == 13
+    assert all(k.startswith("tt:{x}:") for k in keys.script_keys)
+    assert keys.quarantine("j").startswith("tt:{x}:")
+    assert keys.node("n").startswith("tt:{x}:")
+
+
+def test_outcome_kinds_keep_their_wire_letters() -> None:
+    assert [k.value for k in OutcomeKind] == ["c", "f", "r", "x", "l", "u"]
+    assert {k for k in OutcomeKind if not k.frees_worker} == {
+        OutcomeKind.RELEASED,
+        OutcomeKind.UNFETCHED,
+    }
+
+
+def test_a_record_round_trips_and_garbage_never_raises() -> None:
+    job = a_job()
+    flat = encode_job(job)
+    values = flat[1::2]
+    decoded = decode_job(values, job.id)
+    assert isinstance(decoded, Job)
+    assert (decoded.id, decoded.priority, decoded.payload) == (job.id, job.priority, job.payload)
+    assert decode_job([None] * len(RECORD_FIELDS), job.id) is None
+    array = "[" + ",".join(values) + "]"
+    assert isinstance(decode_job_array(array, job.id), Job)
+    cases: dict[str, Any] = {
+        "every field garbage": ["not json"] * len(RECORD_FIELDS),
+        "wrong schema": ["99", *values[1:]],
+        "truncated payload": [v if i != 4 else '{"a": 1' for i, v in enumerate(values)],
+        "bad priority": [v if i != 3 else "9" for i, v in enumerate(values)],
+    }
+    for name, bad in cases.items():
+        found = decode_job(bad, job.id)
+        assert isinstance(found, Corrupt), name
+        assert found.job_id == job.id
+        assert found.problem, name
+        as_array = decode_job_array("[" + ",".join(bad) + "]", job.id)
+        assert isinstance(as_array, Corrupt), name
+    problem = decode_job(cases["truncated payload"], job.id)
+    assert isinstance(problem, Corrupt)
+    assert "payload" in problem.problem
+    problem = decode_job(cases["wrong schema"], job.id)
+    assert isinstance(problem, Corrupt)
+    assert "99" in problem.problem
+    assert isinstance(parse_status('"zombie"', job.id), Corrupt)
+    assert isinstance(parse_status("garbage", job.id), Corrupt)
+    # A lease reply: one good, one undecodable (takes a worker's turn), one key of another type.
+    leases = parse_leases(["7", "job-1", array, "8", "job-2", "[1", "string", "job-3", None])
+    assert isinstance(leases.taken[0], Leased)
+    assert leases.taken[0].token == "7"
+    assert [c.job_id for c in leases.corrupt()] == ["job-2", "job-3"]
+    assert "string" in leases.strays[0].problem
+
+
+def test_salvaged_records_name_the_problem() -> None:
+    from trio_tasks._job import salvage_record
+
+    salvaged = salvage_record({"type": "noop", "priority": 9}, "job-9", "field 'x' is bad")
+    assert salvaged.error is not None
+    assert salvaged.error.type == CORRUPT_RECORD
+    assert "field 'x' is bad" in salvaged.error.message
+    assert isinstance(decode_job(encode_job(salvaged)[1::2], "job-9"), Job)
+
+
+def test_node_registry_entries_that_do_not_decode_are_skipped() -> None:
+    good = {
+        "id": "n1",
+        "seen_at": 1.5,
+        "workers": [
+            {
+                "id": "w",
+                "state": "idle",
+                "current_job": None,
+                "processed": 1,
+                "succeeded": 1,
+                "failed": 0,
+            }
+        ],
+        "counters": {"completed": 1},
+    }
+    view = node_view(good)
+    assert view is not None
+    assert view.workers[0].id == "w"
+    assert node_view({"id": "n2"}) is None
+    assert node_view({**good, "workers": [{"bogus": 1}]}) is None
+
+
+async def test_outcomes_recorded_together_share_one_write() -> None:
+    from trio_tasks.brokers._redis_batch import Batcher
+
+    calls: list[list[int]] = []
+    fail = {"now": False}
+
+    async def write(items: Any) -> tuple[float, list[int]] | None:
+        calls.append(list(items))
+        await trio.sleep(0.01)
+        return None if fail["now"] else (1.5, [i * 10 for i in items])
+
+    batcher: Batcher[int, int] = Batcher(write, max_batch=4)
+    results: dict[int, tuple[int | None, float]] = {}
+
+    async def submit(i: int) -> None:
+        done = await batcher.submit(i)
+        results[i] = (done.result, done.time)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(submit, i)
+    # The first caller writes alone; the others queued meanwhile go in batches of at most 4,
+    # each written by one of the waiting callers. (Trio runs the tasks in no fixed order.)
+    assert [len(call) for call in calls] == [1, 4, 4, 1]
+    assert sorted(i for call in calls for i in call) == list(range(10))
+    assert results == {i: (i * 10, 1.5) for i in range(10)}
+    fail["now"] = True
+    assert (await batcher.submit(99)).result is None
+
+
+def test_connection_errors_are_told_apart_from_refusals() -> None:
+    import anyio
+    import coredis.exceptions as errors
+
+    from trio_tasks.brokers._redis_link import is_transient
+
+    assert is_transient(errors.ConnectionError("lost"))
+    assert is_transient(errors.BusyLoadingError("loading"))
+    assert is_transient(TimeoutError())
+    assert is_transient(
+        ExceptionGroup("x", [errors.ConnectionError(), anyio.ClosedResourceError()])
+    )
+    assert is_transient(
+        errors.ResponseError("READONLY You can't write against a read only replica")
+    )
+    assert is_transient(errors.ResponseError("OOM command not allowed"))
+    assert not is_transient(errors.ResponseError("ERR user_script:1: Script attempted to access"))
+    assert not is_transient(ExceptionGroup("x", [errors.ConnectionError(), ValueError()]))
+    assert not is_transient(ValueError())

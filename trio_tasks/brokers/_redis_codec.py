@@ -1,0 +1,156 @@
+"""The job hash of the Redis broker, to and from Python: encoding never loses a digit,
+decoding never raises.
+
+A job's hash holds the values of :data:`~trio_tasks._job.RECORD_FIELDS`, each JSON-encoded. A
+record that does not decode (a field that is not JSON, a wrong schema, a key of another type)
+comes back as :class:`Corrupt` (the id and the problem), for the broker to quarantine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from .._job import RECORD_FIELDS, Job, JobStatus, job_from_record, job_to_record
+from .._stats import NodeView, WorkerStats
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_loads = json.loads
+
+
+class Corrupt(NamedTuple):
+    """A stored record that does not decode: its id and what is wrong with it."""
+
+    job_id: str
+    problem: str
+
+
+def encode_job(job: Job) -> list[str]:
+    """The job's hash as a flat ``[field, value, ...]`` list, each value JSON-encoded."""
+    flat: list[str] = []
+    for name, value in job_to_record(job).items():
+        flat.append(name)
+        flat.append(_dumps(value))
+    return flat
+
+
+def read_record(values: Sequence[str | None]) -> tuple[dict[str, Any], str | None]:
+    """The fields of a stored record (the values of :data:`RECORD_FIELDS`) that are JSON, and
+    the problem with the first one that is not (``None`` if all are)."""
+    record: dict[str, Any] = {}
+    problem: str | None = None
+    for name, raw in zip(RECORD_FIELDS, values, strict=False):
+        if raw is None:
+            continue
+        try:
+            record[name] = _loads(raw)
+        except ValueError as exc:
+            problem = problem or f"field {name!r} is not JSON ({exc}): {raw[:80]!r}"
+    return record, problem
+
+
+def decode_job(values: Sequence[str | None], job_id: str) -> Job | Corrupt | None:
+    """Rebuild a job from the values of :data:`RECORD_FIELDS`; ``None`` if the hash is gone,
+    :class:`Corrupt` if it does not decode."""
+    if not values or all(raw is None for raw in values):
+        return None
+    record, problem = read_record(values)
+    if problem is not None:
+        return Corrupt(job_id, problem)
+    return _decode(record, job_id)
+
+
+def _decode(record: Any, job_id: str) -> Job | Corrupt:
+    try:
+        return job_from_record(record)
+    except Exception as exc:  # InvalidValue, or anything a malformed record may cause
+        return Corrupt(job_id, str(exc) or type(exc).__name__)
+
+
+def decode_job_array(text: str, job_id: str) -> Job | Corrupt:
+    """Rebuild a job from its record as one JSON array of the values of :data:`RECORD_FIELDS`
+    (``record_json`` in ``_redis.lua``): one parse instead of one per field."""
+    try:
+        values = _loads(text)
+    except ValueError:
+        return Corrupt(job_id, "the record is not JSON")
+    if not isinstance(values, list) or len(values) != len(RECORD_FIELDS):
+        return Corrupt(job_id, "a field of the record is not one JSON value")
+    return _decode(dict(zip(RECORD_FIELDS, values, strict=True)), job_id)
+
+
+def wrong_type(job_id: str, kind: str) -> Corrupt:
+    """The problem of a job key that holds another type than a hash."""
+    return Corrupt(job_id, f"the job's key holds a {kind}, not a hash")
+
+
+def parse_status(entry: str, job_id: str) -> JobStatus | Corrupt:
+    """A stored status (JSON text), or :class:`Corrupt` if it is not one."""
+    try:
+        return JobStatus(_loads(entry))
+    except (ValueError, TypeError):
+        return Corrupt(job_id, f"field 'status' is not a job status: {entry[:80]!r}")
+
+
+def encode_json(value: Any) -> str:
+    """The compact JSON text of ``value`` (as stored in a job's hash)."""
+    return _dumps(value)
+
+
+def num(value: float) -> str:
+    """A float as a string that loses no digit (Lua and Redis parse it as a number)."""
+    return repr(float(value))
+
+
+class Leased(NamedTuple):
+    """One job handed out by :meth:`RedisScripts.fetch`, with its lease token."""
+
+    token: str
+    job: Job
+
+
+class Leases(NamedTuple):
+    """What leasing returned: ``taken`` has one entry per worker served, in order (a
+    :class:`Corrupt` one is leased in Redis but must not reach the worker); ``strays`` are
+    popped ids whose key is not a hash (no worker's turn), to quarantine."""
+
+    taken: list[Leased | Corrupt]
+    strays: list[Corrupt]
+
+    def corrupt(self) -> list[Corrupt]:
+        """Every record of this reply to quarantine."""
+        return [*(c for c in self.taken if isinstance(c, Corrupt)), *self.strays]
+
+
+NO_LEASES = Leases([], [])
+
+
+def parse_leases(reply: Sequence[Any]) -> Leases:
+    taken: list[Leased | Corrupt] = []
+    strays: list[Corrupt] = []
+    for i in range(0, len(reply), 3):
+        token, job_id, text = str(reply[i]), str(reply[i + 1]), reply[i + 2]
+        if text is None:
+            strays.append(wrong_type(job_id, token))
+            continue
+        job = decode_job_array(text, job_id)
+        taken.append(job if isinstance(job, Corrupt) else Leased(token, job))
+    return Leases(taken, strays)
+
+
+def ms(seconds: float) -> str:
+    return str(max(1, round(seconds * 1000)))
+
+
+def node_view(info: dict[str, Any]) -> NodeView | None:
+    """A node registry entry (written by the heartbeat), or ``None`` if it does not decode."""
+    try:
+        return NodeView(
+            id=str(info["id"]),
+            seen_at=float(info["seen_at"]),
+            workers=tuple(WorkerStats(**w) for w in info["workers"]),
+            counters={str(k): int(v) for k, v in info["counters"].items()},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
