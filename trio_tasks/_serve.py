@@ -21,7 +21,7 @@ from ._config import Config
 from ._durations import format_duration
 from ._logging import HypercornLogger
 from ._processor import Processor
-from .http._app import ApiState, create_app
+from .http import ApiState, create_app
 
 #: Seconds in-flight HTTP requests get to finish once the server stops. Every handler answers
 #: at once (long-polls are ended first), so this only bounds slow clients.

@@ -4,8 +4,8 @@ Most programs want :func:`trio_tasks.serve`; :func:`create_app` gives the bare a
 ``app.test_client()`` or to mount it in a larger ASGI application.
 """
 
-from ._app import ApiState as ApiState
 from ._app import create_app as create_app
 from ._metrics import Metrics as Metrics
+from ._state import ApiState as ApiState
 
 __all__ = ["ApiState", "Metrics", "create_app"]

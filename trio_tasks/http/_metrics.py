@@ -3,10 +3,16 @@
 Counters and histograms are fed by a processor listener as job events happen; gauges (queues,
 running jobs, busy workers) are read from :meth:`Processor.stats` at scrape time, so they are
 exact when scraped and cost nothing in between.
+
+Counters (``*_total``) are this node's own, as Prometheus expects (sum them across nodes). On a
+shared broker (Redis) the queue, scheduled and running gauges are the cluster's, and the
+``cluster_*`` gauges add the live nodes, their workers and the cluster-wide totals by event:
+the same on every node, so they are not to be summed across nodes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import trio
@@ -18,9 +24,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 
-from .._job import Job, Priority
+from .._job import Job, Priority, queue_wait
 from .._processor import Processor
+from .._stats import ProcessorStats
+from ._figures import busy, live_nodes
 
 #: The ``Content-Type`` of :meth:`Metrics.render`'s output.
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -78,6 +87,8 @@ class Metrics:
         self._workers = Gauge("workers", "Worker tasks of this node", **_g(namespace, registry))
         self._busy = Gauge("workers_busy", "Workers running a job now", **_g(namespace, registry))
         self._uptime = Gauge("uptime_seconds", "Seconds since start", **_g(namespace, registry))
+        self._cluster = _ClusterGauges(namespace)
+        registry.register(self._cluster)
         # Labelled children are cached: ``labels()`` takes a lock and builds a key every call.
         self._children: dict[tuple[str, str, str], Any] = {}
         # trio time at which each running job started on this node, for the duration histogram.
@@ -95,9 +106,8 @@ class Metrics:
         priority = str(job.priority)
         if event == "started":
             self._started[job.id] = trio.current_time()
-            if job.started_at is not None:
-                became_runnable = job.run_at if job.run_at is not None else job.created_at
-                wait = max(0.0, job.started_at - became_runnable)
+            wait = queue_wait(job)
+            if wait is not None:
                 key = ("wait", job_type, priority)
                 self._child(self._queue_wait, key, job_type, priority).observe(wait)
             return
@@ -121,7 +131,59 @@ class Metrics:
         self._workers.set(len(stats.workers))
         self._busy.set(stats.workers_busy)
         self._uptime.set(stats.uptime)
+        # No checkpoint between these two lines: a concurrent scrape cannot swap the snapshot.
+        self._cluster.stats = stats
         return generate_latest(self.registry)
+
+
+class _ClusterGauges:
+    """The ``cluster_*`` gauges, from the last snapshot :meth:`Metrics.render` took.
+
+    A collector rather than ``Gauge`` objects so that what is not known is absent rather than
+    stale: nothing on a broker of its own, and only ``cluster_available 0`` while a shared
+    broker's cluster view cannot be read.
+    """
+
+    def __init__(self, namespace: str) -> None:
+        self.prefix = f"{namespace}_cluster_"
+        self.stats: ProcessorStats | None = None
+
+    def describe(self) -> list[Metric]:
+        # Names depend on the broker; nothing to check against other collectors up front.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        stats, prefix = self.stats, self.prefix
+        if stats is None or stats.node_id is None:
+            return
+        cluster = stats.cluster
+        yield GaugeMetricFamily(
+            f"{prefix}available",
+            "1 when the shared broker's cluster view was read for this scrape, else 0",
+            value=0 if cluster is None else 1,
+        )
+        if cluster is None:
+            return
+        nodes = live_nodes(cluster, stats.node_id, stats.workers)
+        workers = [w for node in nodes for w in node.workers]
+        yield GaugeMetricFamily(f"{prefix}nodes", "Live nodes of the cluster", value=len(nodes))
+        yield GaugeMetricFamily(
+            f"{prefix}workers", "Worker tasks of every live node", value=len(workers)
+        )
+        yield GaugeMetricFamily(
+            f"{prefix}workers_busy",
+            "Workers of every live node running a job now",
+            value=busy(workers),
+        )
+        totals = GaugeMetricFamily(
+            f"{prefix}jobs",
+            "Cluster-wide job events since the namespace was created, by event; every node "
+            "reports the same figures: do not sum across nodes",
+            labels=("event",),
+        )
+        for event, count in sorted(cluster.totals.items()):
+            totals.add_metric((event,), count)
+        yield totals
 
 
 def _g(namespace: str, registry: CollectorRegistry) -> dict[str, Any]:

@@ -1,0 +1,203 @@
+"""The routes of the HTTP API (SPEC §6), as a blueprint.
+
+Every route reaches the processor through the app: ``current_app.extensions["trio_tasks"]`` is
+the :class:`~trio_tasks.http.ApiState` that :func:`~trio_tasks.http.create_app` put there.
+``POST /jobs`` is the hot path: one lookup of that state, the processor's methods already
+bound on it, and no await beyond reading the body (only when there is one) and the submission.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from quart import Blueprint, Response, current_app, request
+
+from .._errors import InvalidValue, ShuttingDown
+from .._job import Job, JobStatus, job_to_json
+from .._request import JobRequest
+from ._errors import json_response
+from ._figures import stats_json, workers_json
+from ._input import (
+    GET_PARAMS,
+    LIST_PARAMS,
+    SUBMIT_PARAMS,
+    kind,
+    list_limit,
+    params,
+    parse_json,
+    wait_seconds,
+)
+from ._metrics import METRICS_CONTENT_TYPE
+from ._state import ApiState
+
+routes = Blueprint("trio_tasks", __name__)
+
+ENDPOINTS = (
+    "GET /health",
+    "GET /stats",
+    "GET /workers",
+    "GET /metrics",
+    "POST /jobs",
+    "POST /jobs/batch",
+    "GET /jobs",
+    "GET /jobs/{id}",
+    "DELETE /jobs/{id}",
+)
+
+_RUNNING = JobStatus.RUNNING
+
+
+def _state() -> ApiState:
+    state: ApiState = current_app.extensions["trio_tasks"]
+    return state
+
+
+@routes.get("/")
+async def index() -> Response:
+    registry = _state().processor.registry
+    return json_response(
+        {"name": "trio-tasks", "endpoints": list(ENDPOINTS), "job_types": registry.names()}
+    )
+
+
+@routes.get("/health")
+async def health() -> Response:
+    state = _state()
+    now = _timestamp()
+    if state.processor.closing:
+        body = {"status": "shutting_down", "timestamp": now, "reason": state.shutting_down_reason}
+        return json_response(body, 503)
+    reason = state.processor.broker.health()
+    if reason is not None:
+        return json_response({"status": "unhealthy", "timestamp": now, "reason": reason}, 503)
+    return json_response({"status": "healthy", "timestamp": now})
+
+
+@routes.get("/stats")
+async def stats() -> Response:
+    processor = _state().processor
+    return json_response(stats_json(await processor.stats(), processor.closing))
+
+
+@routes.get("/workers")
+async def workers() -> Response:
+    state = _state()
+    cluster = await state.cluster() if state.node_id is not None else None
+    return json_response(workers_json(state.processor.workers(), state.node_id, cluster))
+
+
+@routes.get("/metrics")
+async def metrics() -> Response:
+    text = await _state().metrics.render()
+    return Response(text, 200, content_type=METRICS_CONTENT_TYPE)
+
+
+@routes.post("/jobs")
+async def submit() -> Response:
+    args = request.args
+    # Most submissions have no body: when the client says so, skip reading one (a cancel
+    # scope and a checkpoint). Without the header a body may still come (HTTP/2, chunked).
+    if request.content_length == 0:
+        body = b""
+    else:
+        body = await request.get_data(False, False, False)
+    if body:
+        data = parse_json(body)
+        if not isinstance(data, dict):
+            raise InvalidValue(
+                f"the body of POST /jobs must be a JSON object, got {kind(data)}; "
+                "use POST /jobs/batch for a list"
+            )
+        if args:
+            # Body fields win over query parameters of the same name.
+            data = {**params(args, SUBMIT_PARAMS), **data}
+        job_request = JobRequest.from_json(data)
+    elif args:
+        job_request = JobRequest.build(**params(args, SUBMIT_PARAMS))
+    else:
+        job_request = JobRequest()
+    (admission,) = await _state().submit_many([job_request])
+    return json_response(
+        _admitted(admission.job, admission.created), 202 if admission.created else 200
+    )
+
+
+@routes.post("/jobs/batch")
+async def submit_batch() -> Response:
+    if request.args:
+        raise InvalidValue("POST /jobs/batch takes no query parameters; put fields in the body")
+    data = parse_json(await request.get_data(False, False, False))
+    if not isinstance(data, list) or not data:
+        raise InvalidValue(
+            f"the body of POST /jobs/batch must be a non-empty JSON array of job objects, "
+            f"got {kind(data)}"
+        )
+    requests: list[JobRequest] = []
+    for index, item in enumerate(data):
+        try:
+            requests.append(JobRequest.from_json(item))
+        except InvalidValue as exc:
+            raise InvalidValue(f"jobs[{index}]: {exc}") from None
+    admissions = await _state().submit_many(requests)
+    created = sum(1 for a in admissions if a.created)
+    return json_response(
+        {
+            "jobs": [_admitted(a.job, a.created) for a in admissions],
+            "submitted": created,
+            "existing": len(admissions) - created,
+        },
+        202 if created else 200,
+    )
+
+
+@routes.get("/jobs")
+async def list_jobs() -> Response:
+    given = params(request.args, LIST_PARAMS)
+    jobs = await _state().processor.list_jobs(
+        status=given.get("status"), type=given.get("type"), limit=list_limit(given.get("limit"))
+    )
+    return json_response({"jobs": [job_to_json(j) for j in jobs], "count": len(jobs)})
+
+
+@routes.get("/jobs/<job_id>")
+async def get(job_id: str) -> Response:
+    state = _state()
+    wait = wait_seconds(params(request.args, GET_PARAMS).get("wait")) if request.args else None
+    job = await state.get_job(job_id)
+    if wait and not job.status.is_final:
+        try:
+            with state.waiting(wait) as scope:
+                job = await state.wait_job(job_id)
+        except ShuttingDown:
+            # The processor stopped: the job will not finish here; answer it as it is.
+            job = await state.get_job(job_id)
+        else:
+            if scope.cancelled_caught:
+                job = await state.get_job(job_id)
+    return json_response(job_to_json(job))
+
+
+@routes.delete("/jobs/<job_id>")
+async def cancel(job_id: str) -> Response:
+    job = await _state().processor.cancel(job_id)
+    if job.status is _RUNNING:
+        # The worker is unwinding the handler; the job ends "cancelled" in a moment.
+        return json_response(
+            {"job_id": job.id, "status": "cancelling", "job": job_to_json(job)}, 202
+        )
+    return json_response({"job_id": job.id, "status": "cancelled", "job": job_to_json(job)})
+
+
+def _admitted(job: Job, created: bool) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "status": "submitted" if created else "exists",
+        "type": job.type,
+        "priority": str(job.priority),
+    }
+
+
+def _timestamp() -> str:
+    # RFC 3339 in UTC at second precision, as the seed answers.
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
