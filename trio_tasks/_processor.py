@@ -313,7 +313,7 @@ class Processor:
             queue_wait=self._queue_wait.percentiles(),
             run_time=self._run_time.percentiles(),
             uptime=trio.current_time() - self._started_at if self.clock else 0.0,
-            node_id=getattr(self.broker, "node_id", None),
+            node_id=self.broker.node_id,
             cluster=cluster,
         )
 

@@ -113,6 +113,9 @@ class Broker(abc.ABC):
       cancelled.
     """
 
+    #: Names this node to the others sharing the broker; ``None`` for a broker of one process.
+    node_id: str | None = None
+
     @abc.abstractmethod
     async def run(
         self,

@@ -30,7 +30,7 @@ class ApiState:
         self.config = config
         self.metrics = Metrics(processor)
         #: This node's id on a shared broker (Redis), ``None`` on a broker of its own.
-        self.node_id: str | None = getattr(processor.broker, "node_id", None)
+        self.node_id: str | None = processor.broker.node_id
         self.submit_many = processor.submit_many
         self.get_job = processor.get
         self.wait_job = processor.wait
