@@ -307,3 +307,66 @@ async def test_the_watchdog_stays_quiet_for_a_healthy_loop_and_can_be_turned_off
         assert [c for c in capture.calls if c.method_name == "warning"] == []
     # The thread ends with the processor.
     assert not [t for t in threading.enumerate() if t.name == "trio-tasks loop watchdog"]
+
+
+# -- outcomes counted only when recorded -----------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_counters_equal_what_redis_recorded_across_a_partition(
+    redis_server_url: str, redis_url: str
+) -> None:
+    from redis_server import TcpProxy, address, through
+    from test_redis_broker import node, raw_client, until
+
+    from trio_tasks import RedisBroker
+    from trio_tasks.brokers._redis_keys import RedisKeys
+    from trio_tasks.brokers._redis_link import parse_redis_url
+
+    keys = RedisKeys.for_namespace(parse_redis_url(redis_url).namespace or "")
+    tasks = TaskRegistry()
+
+    @tasks.task("work")
+    async def work(ctx: JobContext) -> None:
+        await trio.sleep(0.05)
+
+    total = 30
+    options: dict[str, Any] = {"lease": 1.0, "retry_cap": 0.1, "poll_interval": 0.1}
+    proxy = TcpProxy(*address(redis_server_url))
+    cut_logger, capture = _capturing_logger()
+    with trio.fail_after(40):
+        async with trio.open_nursery() as outer:
+            port = await outer.start(proxy.run)
+            async with (
+                raw_client(redis_url) as redis,
+                open_processor(
+                    tasks,
+                    broker=RedisBroker(through(redis_url, port), outcome_timeout=0.3, **options),
+                    workers=3,
+                    shutdown_timeout=5,
+                    logger=cut_logger,
+                ) as cut_off,
+            ):
+                for _ in range(total):
+                    await cut_off.submit("work")
+                await until(lambda: cut_off.counters()["completed"] >= 3)
+                proxy.cut()  # outcomes give up; the leases expire; the jobs run again
+                async with node(tasks, redis_url, workers=1, **options) as other:
+                    await trio.sleep(1.5)
+                    proxy.heal()
+
+                    async def all_completed() -> bool:
+                        return int(await redis.hget(keys.stats, "completed") or 0) >= total
+
+                    await until(all_completed, timeout=30)
+                    await trio.sleep(0.3)
+                    counted = cut_off.counters()["completed"] + other.counters()["completed"]
+                    recorded = int(await redis.hget(keys.stats, "completed") or 0)
+            outer.cancel_scope.cancel()
+    assert counted == recorded == total
+    not_recorded = [
+        c
+        for c in capture.calls
+        if str(c.kwargs.get("event", "")).startswith("outcome not recorded")
+    ]
+    assert not_recorded, "the partition should have cost at least one outcome"
