@@ -12,6 +12,8 @@ from ._errors import InvalidValue, TrioTasksError
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _LOG_FORMATS = ("json", "console")
+#: The broker URL schemes a node accepts (see :func:`trio_tasks.brokers.make_broker`).
+BROKER_SCHEMES = ("memory://", "redis://", "rediss://", "unix://")
 
 
 @attrs.frozen
@@ -55,6 +57,18 @@ class Config:
     result_max_jobs: int = 10_000
     max_body_size: int = 1_048_576
     loop_block_warning: float = _duration_field(0.1)
+    result_max_bytes: int = 256 * 1_048_576
+    failed_ttl: float = _duration_field(7 * 24 * 3600.0)
+    api_token: str | None = attrs.field(default=None, repr=False)
+    api_read_token: str | None = attrs.field(default=None, repr=False)
+    metrics_public: bool = False
+    cors_origins: str | None = None
+    allowed_hosts: str | None = None
+    thread_workers: int = 32
+    process_workers: int | None = None
+    schedules_file: str | None = None
+    priority_aging: float = _duration_field(0.0)
+    broker_min_replicas: int = 0
 
     def __attrs_post_init__(self) -> None:
         _check(0 <= self.server_port <= 65535, "server_port", self.server_port, "0-65535")
@@ -75,7 +89,7 @@ class Config:
             self.log_format in _LOG_FORMATS, "log_format", self.log_format, "|".join(_LOG_FORMATS)
         )
         _check(
-            self.broker_url.startswith(("memory://", "redis://", "rediss://", "unix://")),
+            self.broker_url.startswith(BROKER_SCHEMES),
             "broker_url",
             self.broker_url,
             "memory:// or redis://host:port/db or rediss://…",
@@ -83,6 +97,19 @@ class Config:
         _check(self.result_ttl > 0, "result_ttl", self.result_ttl, "a duration > 0")
         _check(self.result_max_jobs >= 1, "result_max_jobs", self.result_max_jobs, ">= 1")
         _check(self.max_body_size >= 1024, "max_body_size", self.max_body_size, ">= 1024")
+        _check(self.result_max_bytes >= 1024, "result_max_bytes", self.result_max_bytes, ">= 1024")
+        _check(self.failed_ttl > 0, "failed_ttl", self.failed_ttl, "a duration > 0")
+        _check(self.thread_workers >= 1, "thread_workers", self.thread_workers, ">= 1")
+        _check(
+            self.process_workers is None or self.process_workers >= 1,
+            "process_workers",
+            self.process_workers,
+            ">= 1",
+        )
+        _check(self.priority_aging >= 0, "priority_aging", self.priority_aging, ">= 0 (0: off)")
+        _check(
+            self.broker_min_replicas >= 0, "broker_min_replicas", self.broker_min_replicas, ">= 0"
+        )
         _check(
             self.loop_block_warning >= 0,
             "loop_block_warning",
@@ -200,6 +227,15 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise InvalidValue(f"expected true or false, got {raw!r}")
+
+
 #: Every setting, in the order ``trio-tasks serve --help`` lists them.
 SETTINGS: tuple[Setting, ...] = (
     Setting("server_host", "SERVER_HOST", "--host", _text, "listen address"),
@@ -256,5 +292,83 @@ SETTINGS: tuple[Setting, ...] = (
         "--loop-block-warning",
         _duration,
         "warn when a handler blocks the event loop this long (0: off)",
+    ),
+    Setting(
+        "result_max_bytes",
+        "RESULT_MAX_BYTES",
+        "--result-max-bytes",
+        _int,
+        "most bytes of finished jobs kept",
+    ),
+    Setting("failed_ttl", "FAILED_TTL", "--failed-ttl", _duration, "how long failed jobs are kept"),
+    Setting(
+        "api_token",
+        "API_TOKEN",
+        "--api-token",
+        _text,
+        "bearer tokens (comma-separated) required by every endpoint but /health",
+    ),
+    Setting(
+        "api_read_token",
+        "API_READ_TOKEN",
+        "--api-read-token",
+        _text,
+        "bearer tokens (comma-separated) for the GET endpoints only",
+    ),
+    Setting(
+        "metrics_public",
+        "METRICS_PUBLIC",
+        "--metrics-public",
+        _bool,
+        "serve /metrics without a token",
+    ),
+    Setting(
+        "cors_origins",
+        "CORS_ORIGINS",
+        "--cors-origins",
+        _text,
+        "origins (comma-separated) allowed to call the API from a browser",
+    ),
+    Setting(
+        "allowed_hosts",
+        "ALLOWED_HOSTS",
+        "--allowed-hosts",
+        _text,
+        "Host header values (comma-separated) the server answers",
+    ),
+    Setting(
+        "thread_workers",
+        "THREAD_WORKERS",
+        "--thread-workers",
+        _int,
+        "threads for plain def handlers",
+    ),
+    Setting(
+        "process_workers",
+        "PROCESS_WORKERS",
+        "--process-workers",
+        _int,
+        "processes for isolate='process' handlers (default: the number of cores)",
+    ),
+    Setting(
+        "schedules_file",
+        "SCHEDULES_FILE",
+        "--schedules-file",
+        _text,
+        "periodic jobs from a TOML file",
+    ),
+    Setting(
+        "priority_aging",
+        "PRIORITY_AGING",
+        "--priority-aging",
+        _duration,
+        "a job waiting this long is taken as one priority higher (0: strict priority)",
+    ),
+    Setting(
+        "broker_min_replicas",
+        "BROKER_MIN_REPLICAS",
+        "--broker-min-replicas",
+        _int,
+        "Redis replicas that must confirm a write before it is acknowledged",
     ),
 )

@@ -37,7 +37,18 @@ from ._serve import _redact, run_node
 #: Where client commands find the server unless ``--url`` or ``TRIO_TASKS_URL`` says otherwise.
 DEFAULT_URL = "http://127.0.0.1:8080"
 _FINAL = frozenset({"completed", "failed", "cancelled"})
-_HTTP_ONLY = frozenset({"server_host", "server_port", "max_body_size"})
+_HTTP_ONLY = frozenset(
+    {
+        "server_host",
+        "server_port",
+        "max_body_size",
+        "api_token",
+        "api_read_token",
+        "metrics_public",
+        "cors_origins",
+        "allowed_hosts",
+    }
+)
 #: Seconds of each long-poll of ``submit --wait``.
 _WAIT_STEP = "30s"
 
@@ -134,8 +145,10 @@ def _add_settings(parser: argparse.ArgumentParser, *, http: bool) -> None:
         default = getattr(defaults, setting.field)
         if setting.field in DURATION_FIELDS:
             default = format_duration(default)
-        elif default is None:
+        elif setting.field == "tasks_app":
             default = "the built-in demo job types"
+        elif default is None:
+            default = "unset"
         parser.add_argument(
             setting.flag,
             dest=setting.field,
