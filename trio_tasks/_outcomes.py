@@ -23,6 +23,7 @@ from ._runner import Attempt, AttemptEnd
 from .brokers._base import Broker, Delivery, Recording, RecordStatus
 
 _RECORDED = RecordStatus.RECORDED
+_SUCCEEDED = AttemptEnd.SUCCEEDED
 #: The event announced for the status a recorded outcome left the job in.
 _EVENTS = {
     JobStatus.COMPLETED: "completed",
@@ -65,8 +66,14 @@ class OutcomeRecorder:
         end = attempt.end
         broker = self._broker
         retry_in: float | None = None
-        if end is AttemptEnd.SUCCEEDED:
+        if end is _SUCCEEDED:
             recording = await broker.complete(delivery, attempt.result)
+            if recording.status is _RECORDED and not self._info:
+                # The hot path, spelled out: no log line to build at this level.
+                self.counts["completed"] += 1
+                if self._listeners:
+                    self.emit("completed", recording.job)
+                return True
         elif end is AttemptEnd.CANCELLED:
             recording = await broker.finish_cancelled(delivery)
         else:
@@ -80,7 +87,7 @@ class OutcomeRecorder:
             return None
         job = recording.job
         self.announce(_EVENTS.get(job.status, "retried"), job, attempt, retry_in)
-        return end is AttemptEnd.SUCCEEDED
+        return end is _SUCCEEDED
 
     def _retry_delay(self, job: Job, exc: BaseException | None) -> float | None:
         if job.attempts >= job.max_attempts or isinstance(exc, PermanentError):

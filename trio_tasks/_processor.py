@@ -111,7 +111,7 @@ class Processor:
         try:
             async with trio.open_nursery() as nursery:
                 if watchdog is not None:
-                    nursery.start_soon(_keep, watchdog)
+                    nursery.start_soon(watchdog.run)
                 await nursery.start(self.broker.run, self)
                 async with trio.open_nursery() as workers:
                     self._worker_scope = workers.cancel_scope
@@ -374,7 +374,7 @@ class Processor:
         ctx = JobContext(job, state.id, self._log, self.broker.set_progress)
         spec = self.registry._specs.get(job.type)
         try:
-            attempt = await run_attempt(spec, ctx, scope, self.registry.names())
+            attempt = await run_attempt(spec, ctx, scope, self.registry, self.clock.trio_now)
         except BaseException:
             # The node is stopping (grace period over): hand the job back before unwinding,
             # so it is not lost half-run.
@@ -390,9 +390,15 @@ class Processor:
             attempt = cancelled(attempt.elapsed)
         self._run_time.add(attempt.elapsed)
         state.processed += 1
-        # Recording talks to the broker: a shutdown arriving now must not lose the outcome.
-        with trio.CancelScope(shield=True):
+        # Recording talks to the broker: a shutdown arriving now must not lose the outcome. The
+        # worker's own scope is shielded meanwhile (it is never cancelled while the worker holds
+        # a job): toggling a flag costs a fraction of entering a new shielded scope per job.
+        worker_scope: trio.CancelScope = state.scope
+        worker_scope.shield = True
+        try:
             recorded = await self._outcomes.record(delivery, attempt)
+        finally:
+            worker_scope.shield = False
         if recorded is not None:
             if recorded:
                 state.succeeded += 1
@@ -403,11 +409,6 @@ class Processor:
         if self.clock is None:
             raise RuntimeError("the processor is not running: use open_processor() or run()")
         return self.clock
-
-
-async def _keep(watchdog: LoopWatchdog) -> None:
-    with watchdog.running():
-        await trio.sleep_forever()
 
 
 def _first(*values: Any) -> Any:

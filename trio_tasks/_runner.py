@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import trio
@@ -18,7 +19,7 @@ from ._context import JobContext
 from ._durations import format_duration
 from ._errors import PermanentError, UnknownJobType
 from ._job import JobError
-from ._registry import TaskSpec
+from ._registry import TaskRegistry, TaskSpec
 
 # Results of these types need no check; floats do (NaN and infinities are not JSON).
 _SIMPLE_RESULTS = (type(None), str, int, bool)
@@ -31,6 +32,9 @@ class AttemptEnd(enum.Enum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
+
+
+_SUCCEEDED = AttemptEnd.SUCCEEDED
 
 
 class Attempt(NamedTuple):
@@ -49,19 +53,20 @@ async def run_attempt(
     spec: TaskSpec | None,
     ctx: JobContext,
     scope: trio.CancelScope,
-    known_types: list[str],
+    registry: TaskRegistry,
+    now: Callable[[], float] = trio.current_time,
 ) -> Attempt:
     """Run ``spec``'s handler on ``ctx`` inside ``scope`` (whose deadline is the job's timeout)
     and return how it ended. ``spec`` is ``None`` for a type this node has no handler for.
 
     A scope cancelled on request looks like a timeout here: the processor, which cancelled it,
-    knows better and records :func:`cancelled` instead.
+    knows better and records :func:`cancelled` instead. ``now`` reads Trio's clock (the
+    processor passes the clock's own method: the same time, without a lookup per call).
 
     Raises:
         trio.Cancelled: the node is stopping (a cancellation from outside ``scope``).
         KeyboardInterrupt: a real Ctrl-C delivered by Trio into the handler (embedded use).
     """
-    now = trio.current_time
     started = now()
     result: Any = None
     error: BaseException | None = None
@@ -70,7 +75,7 @@ async def run_attempt(
             if spec is None:
                 # Possible with a shared broker when another node submitted a type unknown
                 # here: nothing this node can do will make the job succeed.
-                raise PermanentError(str(UnknownJobType(ctx.job.type, known_types)))
+                raise PermanentError(str(UnknownJobType(ctx.job.type, registry.names())))
             if spec.is_async:
                 result = await spec.handler(ctx)
             else:
@@ -86,11 +91,12 @@ async def run_attempt(
             # Stopping while the handler also failed: the failure no longer matters.
             raise interruption from None
         error = _single_leaf(exc)
-    elapsed = now() - started
+    ended = now()
+    elapsed = ended - started
     if scope.cancelled_caught:
         message = f"timed out after {format_duration(ctx.job.timeout)}"
         return Attempt(AttemptEnd.TIMED_OUT, elapsed, error=JobError(message, "TimeoutError"))
-    if error is None and now() >= scope.deadline:
+    if error is None and ended >= scope.deadline:
         # The handler returned after its deadline without letting the cancellation reach it:
         # it blocked the event loop, or swallowed trio.Cancelled. Its time was up all the same.
         message = (
@@ -103,7 +109,7 @@ async def run_attempt(
         return Attempt(
             AttemptEnd.FAILED, elapsed, error=JobError(message, type(error).__name__), exc=error
         )
-    return Attempt(AttemptEnd.SUCCEEDED, elapsed, result=result)
+    return Attempt(_SUCCEEDED, elapsed, result)
 
 
 def cancelled(elapsed: float) -> Attempt:
