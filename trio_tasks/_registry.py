@@ -13,17 +13,27 @@ from ._errors import InvalidValue, UnknownJobType
 
 if TYPE_CHECKING:
     from ._context import JobContext
+    from ._job import Job
 
 Handler = Callable[["JobContext"], Awaitable[Any]] | Callable[["JobContext"], Any]
 H = TypeVar("H", bound=Callable[..., Any])
+#: ``async def middleware(ctx, call_next) -> result``: wraps every run of a handler.
+Middleware = Callable[["JobContext", Callable[[], Awaitable[Any]]], Awaitable[Any]]
+#: ``def hook(job) -> None``: called for every new job before it is admitted; may add to
+#: ``job.meta`` (carried with the job to the node that runs it).
+SubmitHook = Callable[["Job"], None]
+M = TypeVar("M", bound=Middleware)
+S = TypeVar("S", bound=SubmitHook)
+_ISOLATION = (None, "thread", "process")
 
 
 @attrs.frozen
 class TaskSpec:
     """A registered job type: its handler and the per-type overrides of timeout and retries.
 
-    ``is_async`` is true for ``async def`` handlers; plain functions run in a worker thread.
-    ``timeout`` (seconds) and ``retries`` are ``None`` when the processor's defaults apply.
+    ``is_async`` is true for ``async def`` handlers; plain functions run in a worker thread,
+    or in a worker process when ``isolate`` is ``"process"``. ``timeout`` (seconds) and
+    ``retries`` are ``None`` when the processor's defaults apply.
     """
 
     name: str
@@ -31,6 +41,7 @@ class TaskSpec:
     is_async: bool
     timeout: float | None = None
     retries: int | None = None
+    isolate: str | None = None
 
 
 @attrs.define(eq=False)
@@ -46,6 +57,10 @@ class TaskRegistry:
     """
 
     _specs: dict[str, TaskSpec] = attrs.field(factory=dict, init=False)
+    #: Middleware around every run, outermost first (in order of registration).
+    middlewares: list[Middleware] = attrs.field(factory=list, init=False)
+    #: Hooks called for every new job before it is admitted.
+    submit_hooks: list[SubmitHook] = attrs.field(factory=list, init=False)
 
     def task(
         self,
@@ -53,18 +68,49 @@ class TaskRegistry:
         *,
         timeout: str | float | None = None,
         retries: int | None = None,
+        isolate: str | None = None,
     ) -> Callable[[H], H]:
         """Return a decorator registering the function as the handler of ``name``.
 
         ``name`` defaults to the function's ``__name__``. ``timeout`` accepts Go durations or
-        seconds; ``retries`` is the number of retries after the first attempt.
+        seconds; ``retries`` is the number of retries after the first attempt;
+        ``isolate="process"`` runs a plain ``def`` handler in a worker process that is killed
+        when the job times out or is cancelled (see ``docs/library.md``).
         """
 
         def decorate(handler: H) -> H:
-            self.register(name or handler.__name__, handler, timeout=timeout, retries=retries)
+            self.register(
+                name or handler.__name__,
+                handler,
+                timeout=timeout,
+                retries=retries,
+                isolate=isolate,
+            )
             return handler
 
         return decorate
+
+    def middleware(self, fn: M) -> M:
+        """Register ``async def fn(ctx, call_next)`` around every run of every handler.
+
+        ``await call_next()`` runs the rest of the chain (the next middleware, then the
+        handler) and returns its result or raises its exception; the middleware returns the
+        result (it may replace it) or raises. Middleware run in order of registration, the
+        first registered outermost, inside the job's timeout.
+        """
+        is_async = inspect.iscoroutinefunction(fn)
+        if not is_async:
+            raise InvalidValue(f"middleware must be an async def function, got {fn!r}")
+        self.middlewares.append(fn)
+        return fn
+
+    def on_submit(self, fn: S) -> S:
+        """Register ``def fn(job)``, called for every new job before it is admitted; it may
+        add string entries to ``job.meta`` (trace context, say), which travel with the job."""
+        if not callable(fn):
+            raise InvalidValue(f"a submit hook must be callable, got {fn!r}")
+        self.submit_hooks.append(fn)
+        return fn
 
     def register(
         self,
@@ -73,11 +119,14 @@ class TaskRegistry:
         *,
         timeout: str | float | None = None,
         retries: int | None = None,
+        isolate: str | None = None,
     ) -> TaskSpec:
         """Register ``handler`` for job type ``name`` and return its :class:`TaskSpec`.
 
         Raises:
-            InvalidValue: the name is empty or taken, or timeout/retries are out of range.
+            InvalidValue: the name is empty or taken, timeout/retries are out of range, or
+                ``isolate`` is not ``None``, ``"thread"`` or ``"process"`` (a process needs a
+                plain ``def`` handler).
         """
         if not isinstance(name, str) or not name.strip():
             raise InvalidValue(f"job type name must be a non-empty string, got {name!r}")
@@ -94,12 +143,23 @@ class TaskRegistry:
             not isinstance(retries, int) or isinstance(retries, bool) or retries < 0
         ):
             raise InvalidValue(f"retries of job type {name!r} must be an int >= 0, got {retries!r}")
+        is_async = inspect.iscoroutinefunction(handler)
+        if isolate not in _ISOLATION:
+            raise InvalidValue(
+                f"isolate of job type {name!r} must be 'thread' or 'process', got {isolate!r}"
+            )
+        if isolate is not None and is_async:
+            raise InvalidValue(
+                f"isolate={isolate!r} of job type {name!r} needs a plain def handler, "
+                "not an async def one"
+            )
         spec = TaskSpec(
             name=name,
             handler=handler,
-            is_async=inspect.iscoroutinefunction(handler),
+            is_async=is_async,
             timeout=seconds,
             retries=retries,
+            isolate=isolate,
         )
         self._specs[name] = spec
         return spec
