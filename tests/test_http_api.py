@@ -41,6 +41,7 @@ JOB_FIELDS = {
     "result",
     "error",
     "progress",
+    "meta",
 }
 
 

@@ -116,6 +116,9 @@ class Job:
     result: Any = None
     error: JobError | None = None
     progress: Any = None
+    #: String entries added at submission by submit hooks (trace context, say); they travel
+    #: with the job to the node that runs it.
+    meta: dict[str, str] = attrs.field(factory=dict)
 
 
 def queue_wait(job: Job) -> float | None:
@@ -210,6 +213,9 @@ class JobField:
     to_record: Callable[[Any], Any] = _identity
     from_record: Callable[[Any], Any] = _identity
     fallback: Any = None
+    #: Whether a record written before this field existed may lack it (it then gets
+    #: ``fallback``): fields added to schema version 1 later are optional.
+    optional: bool = False
 
 
 #: Every field of a job, in record order: the one definition that the JSON form, the stored
@@ -231,6 +237,12 @@ JOB_FIELDS: tuple[JobField, ...] = (
     JobField("result"),
     JobField("error", _error_to_json, _error_to_json, _error_from_json),
     JobField("progress"),
+    JobField(
+        "meta",
+        from_record=lambda v: {} if v is None else _typed(dict)(v),
+        fallback={},
+        optional=True,
+    ),
 )
 
 #: The keys of a stored record: the schema version, then :data:`JOB_FIELDS`.
@@ -266,6 +278,9 @@ def job_from_record(record: Mapping[str, Any]) -> Job:
         try:
             values[f.name] = f.from_record(record[f.name])
         except KeyError:
+            if f.optional:
+                values[f.name] = copy.copy(f.fallback)
+                continue
             raise InvalidValue(f"malformed job record: field {f.name!r} is missing") from None
         except (TypeError, ValueError) as exc:
             raise InvalidValue(f"malformed job record: field {f.name!r}: {exc}") from None
