@@ -133,16 +133,38 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             ("noop", "no-op jobs, 10 workers"),
             ("sleep", "10 ms jobs, 100 workers"),
         ):
-            for procs in (1, 2):
-                d = redis[f"{key}_{procs}p"]
+            for procs in (1, 2, 4):
+                d = redis.get(f"{key}_{procs}p")
+                if d is None:
+                    continue
                 row(
                     f"Redis {d['jobs']:,} {label}, {procs} worker process(es)",
-                    f"{d['jobs_per_s']:,.0f} jobs/s",
+                    f"{d['jobs_per_s']:,.0f} jobs/s; per job: Redis CPU "
+                    f"{d['redis_cpu_us_per_job']:.0f} µs, {d['commands_per_job']:.1f} commands, "
+                    f"{d['fcalls_per_job']:.2f} FCALL",
                     ">= 5,000 jobs/s" if procs == 1 else "more than 1 process",
                     d["jobs_per_s"] >= 5_000
                     if procs == 1
                     else d["jobs_per_s"] > redis[f"{key}_1p"]["jobs_per_s"],
                 )
+        replicas = redis.get("replicas")
+        if replicas:
+            for required in (0, 1):
+                lat, d = replicas[f"latency_wait{required}"], replicas[f"noop_1p_wait{required}"]
+                row(
+                    f"Redis + 1 replica, BROKER_MIN_REPLICAS={required}",
+                    f"latency p50 {lat['p50_ms']:.2f} ms; "
+                    f"no-op drain {d['jobs_per_s']:,.0f} jobs/s",
+                    "(cost of WAIT)",
+                    None,
+                )
+        for masters, d in sorted((redis.get("cluster") or {}).items()):
+            row(
+                f"Redis Cluster {masters}, no-op, 3 namespaces, 1 process each",
+                f"{d['jobs_per_s']:,.0f} jobs/s",
+                "(context)",
+                None,
+            )
     elif redis:
         row("Redis", f"skipped: {redis['skipped']}", "", None)
     return rows

@@ -1,11 +1,17 @@
-"""In-process benchmarks of the engine with the memory broker (no HTTP, no Redis)."""
+"""In-process benchmarks of the engine with the memory broker and the SQLite broker (no HTTP, no
+Redis)."""
 
 from __future__ import annotations
 
 import gc
+import os
 import statistics
+import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -69,10 +75,17 @@ async def _bare_trio_sleepers(n: int, workers: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def _drain(n: int, workers: int, job_type: str) -> float:
+@contextmanager
+def _sqlite_url() -> Iterator[str]:
+    """``sqlite:///`` URL of a journal in a directory of its own, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="trio-tasks-bench-") as directory:
+        yield f"sqlite:///{directory}/jobs.db"
+
+
+async def _drain(n: int, workers: int, job_type: str, broker: str = "memory://") -> float:
     """Queue ``n`` jobs before any worker runs, then time the workers emptying the queue."""
     async with trio_tasks.open_processor(
-        _registry(), workers=workers, max_concurrency=n, result_max_jobs=1000
+        _registry(), workers=workers, max_concurrency=n, result_max_jobs=1000, broker=broker
     ) as processor:
         # The memory broker never checkpoints while enqueuing: all n are queued before a worker
         # takes the first one.
@@ -134,6 +147,60 @@ async def _bytes_per_queued_job(n: int) -> float:
         return (after - before) / n
 
 
+def _sqlite_drain(n: int, workers: int) -> float:
+    with _sqlite_url() as url:
+        return trio.run(_drain, n, workers, "noop", url)
+
+
+async def _sqlite_latency(samples: int) -> dict[str, float]:
+    from trio_tasks.brokers import make_broker
+
+    with _sqlite_url() as url:
+        broker = make_broker(url, trio_tasks.Config())
+        return await measure_latency(samples, broker, warmup=50)
+
+
+async def _sqlite_soak(seconds: float, ttl: float) -> dict[str, Any]:
+    """Batches of 100 no-op jobs, submitted and run back to back for ``seconds`` with a
+    retention of ``ttl``: the journal's size (file and write-ahead log) every ``ttl / 2``.
+
+    ``RESULT_TTL`` is an hour by default; this is the same hour with the clock sped up, so the
+    file must stop growing after about one ``ttl``.
+    """
+    with _sqlite_url() as url:
+        path = Path(url.removeprefix("sqlite:///"))
+        sizes: list[int] = []
+        jobs = 0
+        async with trio_tasks.open_processor(
+            _registry(), workers=10, broker=url, result_ttl=ttl, result_max_jobs=1_000_000
+        ) as processor:
+            start = next_sample = trio.current_time()
+            while trio.current_time() - start < seconds:
+                admissions = await processor.submit_many([JobRequest(type="noop")] * 100)
+                await processor.wait(admissions[-1].job.id)
+                jobs += 100
+                if trio.current_time() >= next_sample:
+                    sizes.append(_journal_bytes(path))
+                    next_sample += ttl / 2
+        return {
+            "seconds": seconds,
+            "result_ttl": ttl,
+            "jobs": jobs,
+            "jobs_per_s": jobs / seconds,
+            "sizes_bytes": sizes,
+            "max_after_one_ttl": max(sizes[2:] or sizes),
+            "last_bytes": sizes[-1],
+        }
+
+
+def _journal_bytes(path: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with suppress(FileNotFoundError):
+            total += os.path.getsize(f"{path}{suffix}")
+    return total
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     """Run the in-process benchmarks and return their figures."""
     n = 20_000 if quick else 100_000
@@ -153,6 +220,19 @@ def run(quick: bool = False) -> dict[str, Any]:
             "jobs_per_s": best[1][0],
             "bare_trio_per_s": best[1][1],
             "ratio": best[0],
+        }
+    for workers in (10, 100):
+        pairs = []
+        for _ in range(1 if quick else 5):
+            memory = trio.run(_drain, n, workers, "noop")
+            pairs.append((_sqlite_drain(n, workers) / memory, memory))
+        ratio, memory = sorted(pairs)[len(pairs) // 2]
+        results[f"sqlite_drain_{workers}w"] = {
+            "jobs": n,
+            "workers": workers,
+            "jobs_per_s": ratio * memory,
+            "memory_per_s": memory,
+            "ratio": ratio,
         }
     sleeping = 5_000 if quick else 20_000
     rate = trio.run(_drain, sleeping, 100, "sleep")
@@ -174,5 +254,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "bare_ratio": bare / 10_000,
     }
     results["latency_memory"] = trio.run(measure_latency, 500 if quick else 2000)
+    results["latency_sqlite"] = trio.run(_sqlite_latency, 500 if quick else 2000)
+    results["sqlite_soak"] = trio.run(_sqlite_soak, 6.0 if quick else 60.0, 2.0 if quick else 10.0)
     results["memory_per_job"] = {"bytes": trio.run(_bytes_per_queued_job, n), "queued": n}
     return results

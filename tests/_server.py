@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).parent.parent
+
+
+def _limit_files(open_files: int) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
 
 #: Settings that keep an end-to-end server small and quick; tests override what they test.
 FAST_ENV = {
@@ -35,7 +42,13 @@ class ServerProcess:
     """A ``trio-tasks`` subprocess. Use as a context manager: it is killed on the way out if
     still running, so a failing test never leaves a server behind."""
 
-    def __init__(self, command: str = "serve", *args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        command: str = "serve",
+        *args: str,
+        env: dict[str, str] | None = None,
+        open_files: int | None = None,
+    ):
         full_env = {k: v for k, v in os.environ.items() if k not in FAST_ENV}
         full_env.update(FAST_ENV)
         full_env.update(env or {})
@@ -47,6 +60,8 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # ``open_files``: the soft RLIMIT_NOFILE of the server (the connection-limit test).
+            preexec_fn=None if open_files is None else partial(_limit_files, open_files),
         )
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []

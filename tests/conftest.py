@@ -24,18 +24,23 @@ structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
 # The behavioural rules of the engine are written once against ``make_processor`` and run on
 # every broker listed in ``broker_url``. On the memory broker they run under a
 # ``MockClock(autojump_threshold=0)`` (``behaviour_clock``), so a hang fails in virtual seconds;
-# on a networked broker they run on the real clock, which is why those tests sequence with
-# events and ``processor.wait`` instead of waiting for virtual time to jump.
+# on SQLite (its journal commits from a thread, which an autojump clock would race) and on a
+# networked broker they run on the real clock, which is why those tests sequence with events and
+# ``processor.wait`` instead of waiting for virtual time to jump.
 
 MakeProcessor = Callable[..., AbstractAsyncContextManager[trio_tasks.Processor]]
 
 
-@pytest.fixture(params=["memory://", "redis://"])
+@pytest.fixture(params=["memory://", "sqlite://", "redis://"])
 def broker_url(request: pytest.FixtureRequest) -> str:
     """The broker the behavioural tests run against (a URL for ``open_processor(broker=...)``)."""
     if request.param == "redis://":
         # A real redis-server and a namespace of this test's own (the Redis section below).
         return str(request.getfixturevalue("redis_url"))
+    if request.param == "sqlite://":
+        # A journal file of this test's own.
+        tmp_path: Path = request.getfixturevalue("tmp_path")
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
     return str(request.param)
 
 

@@ -7,10 +7,13 @@ per session and keep apart by using a fresh namespace each.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -76,12 +79,16 @@ class RedisServer:
     :meth:`restart` (a clean SHUTDOWN, then a new process) loses nothing.
     """
 
-    def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, appendonly: bool = False, extra: tuple[str, ...] = ()
+    ) -> None:
         binary = redis_binary()
         assert binary is not None, "redis-server is not installed"
         self.binary = binary
         self.directory = directory
         self.appendonly = appendonly
+        #: More ``--option value`` arguments (a replica's ``--replicaof``, TLS, cluster mode).
+        self.extra = extra
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -107,12 +114,16 @@ class RedisServer:
             "yes" if self.appendonly else "no",
             "--appendfsync",
             "always",
+            # A replica syncs at once, not after the default 5 s wait for others.
+            "--repl-diskless-sync-delay",
+            "0",
             "--logfile",
             str(self.directory / "redis.log"),
+            *self.extra,
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
-        while not ping(self.port):
+        while not self.answers():
             if self.process.poll() is not None:
                 stderr = self.process.stderr.read() if self.process.stderr else b""
                 raise RuntimeError(f"redis-server exited at start: {stderr!r}")
@@ -120,6 +131,10 @@ class RedisServer:
                 self.kill()
                 raise RuntimeError(f"redis-server did not answer on port {self.port}")
             time.sleep(0.02)
+
+    def answers(self) -> bool:
+        """Whether the server answers PING (a TLS server overrides this)."""
+        return ping(self.port)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Shut the server down cleanly (the append-only file is complete) and wait for it."""
@@ -237,3 +252,233 @@ class TcpProxy:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         scope.cancel()
+
+
+# -- Deployments: a replica, a Sentinel, a cluster, TLS -------------------------------------
+
+
+def replica_of(master: RedisServer, directory: Path) -> RedisServer:
+    """A replica of ``master`` (not started)."""
+    return RedisServer(directory, extra=("--replicaof", "127.0.0.1", str(master.port)))
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    """Poll ``predicate`` (a blocking call) until it returns something true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except (OSError, RuntimeError):
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def info(port: int, section: str) -> dict[str, str]:
+    """``INFO section`` of the server on ``port`` as a dict."""
+    text = str(command("127.0.0.1", port, "INFO", section))
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and line[0] != "#")
+
+
+class SentinelServer(RedisServer):
+    """``redis-server --sentinel`` monitoring ``master`` as ``name``, with a quick fail-over
+    (down after ``down_after_ms``)."""
+
+    def __init__(
+        self, directory: Path, master: RedisServer, name: str = "mymaster", down_after_ms: int = 500
+    ) -> None:
+        super().__init__(directory)
+        self.master_port = master.port
+        self.name = name
+        self.down_after_ms = down_after_ms
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        config = self.directory / "sentinel.conf"
+        config.write_text(
+            f"port {self.port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {self.directory}\n"
+            f"logfile {self.directory / 'sentinel.log'}\n"
+            f"sentinel monitor {self.name} 127.0.0.1 {self.master_port} 1\n"
+            f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.name} 2000\n"
+            f"sentinel parallel-syncs {self.name} 1\n",
+            encoding="utf-8",
+        )
+        self.process = subprocess.Popen(
+            [self.binary, str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        wait_for(self.answers, timeout, "the sentinel to answer")
+
+    def master_address(self) -> tuple[str, int] | None:
+        """Where the Sentinel says the master is."""
+        reply = command("127.0.0.1", self.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+        return None if reply is None else (str(reply[0]), int(reply[1]))
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (``port + 10000``) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+def start_cluster(directory: Path, masters: int = 3, timeout: float = 30.0) -> list[RedisServer]:
+    """``masters`` servers in cluster mode joined into one cluster (no replicas), every slot
+    covered; the caller kills them."""
+    servers = [
+        RedisServer(
+            directory / f"node{i}",
+            extra=(
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(directory / f"node{i}" / "nodes.conf"),
+                "--cluster-node-timeout",
+                "2000",
+            ),
+        )
+        for i in range(masters)
+    ]
+    try:
+        for server in servers:
+            server.port = cluster_port()
+            server.start()
+        cli = shutil.which("redis-cli")
+        assert cli is not None, "redis-cli is not installed"
+        if masters > 1:
+            subprocess.run(
+                [cli, "--cluster", "create"]
+                + [f"127.0.0.1:{s.port}" for s in servers]
+                + ["--cluster-replicas", "0", "--cluster-yes"],
+                check=True,
+                capture_output=True,
+                timeout=timeout,
+            )
+        else:
+            command("127.0.0.1", servers[0].port, "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        for server in servers:
+            wait_for(
+                lambda s=server: info_cluster(s.port).get("cluster_state") == "ok",
+                timeout,
+                "the cluster to be ok",
+            )
+    except BaseException:
+        for server in servers:
+            server.kill()
+        raise
+    return servers
+
+
+def info_cluster(port: int) -> dict[str, str]:
+    """``CLUSTER INFO`` of the node on ``port``."""
+    text = str(command("127.0.0.1", port, "CLUSTER", "INFO"))
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+class TlsRedisServer(RedisServer):
+    """A server that accepts TLS only, with the certificate files given (no plain port)."""
+
+    def __init__(self, directory: Path, *, cert: Path, key: Path, ca: Path) -> None:
+        super().__init__(directory)
+        self.ca = ca
+        self.extra = (
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(ca),
+            "--tls-auth-clients",
+            "no",
+        )
+
+    @property
+    def url(self) -> str:
+        """``rediss://127.0.0.1:<port>/0``."""
+        return f"rediss://127.0.0.1:{self.port}/0"
+
+    def answers(self) -> bool:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw,
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+            ):
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+class Relay:
+    """A blocking TCP relay (threads) on ``127.0.0.1`` to ``target_port`` that a test can
+    :meth:`freeze`: it stops passing data on (what is sent meanwhile waits, undelivered), and
+    :meth:`close` drops it. Used to make a replica lag behind its master."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._open = threading.Event()
+        self._open.set()
+        self._closed = False
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def freeze(self) -> None:
+        """Stop passing data on, either way."""
+        self._open.clear()
+
+    def close(self) -> None:
+        """Drop every connection (what was held back is lost) and stop listening."""
+        self._closed = True
+        self._open.set()
+        for sock in [self._listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                self._open.wait()
+                if self._closed:
+                    return
+                data = source.recv(65536)
+                if not data:
+                    return
+                self._open.wait()
+                if self._closed:
+                    return
+                sink.sendall(data)
+        except OSError:
+            return

@@ -89,7 +89,7 @@ async def test_stats_prints_the_seeds_fields(url: str, capsys: pytest.CaptureFix
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["submit", "fax"], "POST /jobs: HTTP 422: unknown job type 'fax'; known types:"),
+        (["submit", "email", "--retries", "1000"], "POST /jobs: HTTP 400: retries: expected"),
         (["submit", "email", "--priority", "asap"], "POST /jobs: HTTP 400: invalid priority"),
         (["status", "nope"], "GET /jobs/nope: HTTP 404: job 'nope' not found"),
     ],

@@ -28,3 +28,30 @@ def test_embed_example_runs_every_job_to_completion() -> None:
     assert lines[2].startswith("checksum")
     assert f"result={sum(b'hello')}" in lines[2]
     assert lines[3] == "submitted=3 completed=3 retried=2 failed=0"
+
+
+def _run(name: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_isolated_example_kills_the_job_that_overruns() -> None:
+    assert _run("isolated.py") == [
+        "10000: completed 1229",
+        "1000000000: failed timed out after 1s",
+    ]
+
+
+def test_tracing_example_prints_attempt_spans_under_the_submit_span() -> None:
+    assert _run("tracing.py") == [
+        "submit: UNSET",
+        "trio_tasks.run report (child of submit): ERROR",
+        "trio_tasks.run report (child of submit): UNSET",
+    ]

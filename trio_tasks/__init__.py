@@ -23,6 +23,7 @@ from ._errors import Retry as Retry
 from ._errors import ShuttingDown as ShuttingDown
 from ._errors import TrioTasksError as TrioTasksError
 from ._errors import UnknownJobType as UnknownJobType
+from ._isolation import ProcessContext as ProcessContext
 from ._job import Job as Job
 from ._job import JobError as JobError
 from ._job import JobStatus as JobStatus
@@ -66,6 +67,7 @@ __all__ = [
     "Percentiles",
     "PermanentError",
     "PreciseClock",
+    "ProcessContext",
     "Priority",
     "Processor",
     "ProcessorStats",

@@ -9,11 +9,21 @@ import attrs
 
 from ._durations import format_duration, parse_duration
 from ._errors import InvalidValue, TrioTasksError
+from ._logging import redact_url
+from ._request import MAX_RETRIES, MAX_TIMEOUT
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _LOG_FORMATS = ("json", "console")
 #: The broker URL schemes a node accepts (see :func:`trio_tasks.brokers.make_broker`).
-BROKER_SCHEMES = ("memory://", "redis://", "rediss://", "unix://")
+BROKER_SCHEMES = (
+    "memory://",
+    "sqlite://",
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+sentinel://",
+    "redis+cluster://",
+)
 
 
 @attrs.frozen
@@ -64,6 +74,8 @@ class Config:
     metrics_public: bool = False
     cors_origins: str | None = None
     allowed_hosts: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
     thread_workers: int = 32
     process_workers: int | None = None
     schedules_file: str | None = None
@@ -74,8 +86,18 @@ class Config:
         _check(0 <= self.server_port <= 65535, "server_port", self.server_port, "0-65535")
         _check(self.workers >= 0, "workers", self.workers, "an integer >= 0")
         _check(self.max_concurrency >= 1, "max_concurrency", self.max_concurrency, ">= 1")
-        _check(self.job_timeout > 0, "job_timeout", self.job_timeout, "a duration > 0")
-        _check(self.retry_attempts >= 0, "retry_attempts", self.retry_attempts, ">= 0")
+        _check(
+            0 < self.job_timeout <= MAX_TIMEOUT,
+            "job_timeout",
+            self.job_timeout,
+            f"a duration > 0 and at most {format_duration(MAX_TIMEOUT)}",
+        )
+        _check(
+            0 <= self.retry_attempts <= MAX_RETRIES,
+            "retry_attempts",
+            self.retry_attempts,
+            f"0-{MAX_RETRIES}",
+        )
         _check(self.retry_delay >= 0, "retry_delay", self.retry_delay, "a duration >= 0")
         _check(
             self.retry_max_delay >= self.retry_delay,
@@ -91,7 +113,7 @@ class Config:
         _check(
             self.broker_url.startswith(BROKER_SCHEMES),
             "broker_url",
-            self.broker_url,
+            redact_url(self.broker_url),
             "memory:// or redis://host:port/db or rediss://…",
         )
         _check(self.result_ttl > 0, "result_ttl", self.result_ttl, "a duration > 0")
@@ -116,6 +138,43 @@ class Config:
             self.loop_block_warning,
             "a duration >= 0 (0 turns the warning off)",
         )
+        for field in SECRET_FIELDS:
+            tokens = split_list(getattr(self, field))
+            if any(len(t) < MIN_TOKEN_LENGTH or not _token_text(t) for t in tokens):
+                raise _ConfigError(
+                    field,
+                    f"expected tokens of at least {MIN_TOKEN_LENGTH} printable ASCII characters "
+                    "without spaces, separated by commas (the value is not shown)",
+                )
+        _check(
+            not split_list(self.api_read_token) or bool(split_list(self.api_token)),
+            "api_read_token",
+            "(set)",
+            "API_TOKEN as well: a read-only token alone would leave writes open",
+        )
+        _check(
+            (self.certfile is None) == (self.keyfile is None),
+            "keyfile" if self.keyfile is None else "certfile",
+            None,
+            "TLS_CERTFILE and TLS_KEYFILE together (a certificate and its key)",
+        )
+        for field in ("cors_origins", "allowed_hosts"):
+            entries = split_list(getattr(self, field))
+            _check(
+                all(e.isascii() and e.isprintable() and " " not in e for e in entries),
+                field,
+                getattr(self, field),
+                "comma-separated names without spaces",
+            )
+        _check(
+            all(
+                o == "*" or o.startswith(("http://", "https://"))
+                for o in split_list(self.cors_origins)
+            ),
+            "cors_origins",
+            self.cors_origins,
+            "origins like https://app.example.org (or *), comma-separated",
+        )
 
     @classmethod
     def from_env(
@@ -135,7 +194,9 @@ class Config:
             try:
                 values[setting.field] = setting.parse(raw)
             except InvalidValue as exc:
-                raise InvalidValue(f"{setting.env}={raw!r}: {_reason(exc)}") from None
+                raise InvalidValue(
+                    f"{setting.env}={shown_value(setting.field, raw)}: {_reason(exc)}"
+                ) from None
         if overrides:
             values.update({k: v for k, v in overrides.items() if v is not None})
         try:
@@ -153,7 +214,34 @@ class Config:
                 default = attrs.fields_dict(cls)[field].default
                 message = f"{env} (not set, default {default!r}): {_reason(exc)}"
                 raise InvalidValue(message) from None
-            raise InvalidValue(f"{env}={shown!r}: {_reason(exc)}") from None
+            raise InvalidValue(f"{env}={shown_value(field, shown)}: {_reason(exc)}") from None
+
+
+def shown_value(field: str | None, value: object) -> str:
+    """``value`` of setting ``field`` as an error message shows it: its repr, or ``'***'``
+    for a secret."""
+    if field in SECRET_FIELDS:
+        return "'***'"
+    return (
+        repr(redact_url(value)) if field == "broker_url" and isinstance(value, str) else repr(value)
+    )
+
+
+#: The :class:`Config` fields that hold secrets: never shown in a message or a log line.
+SECRET_FIELDS = ("api_token", "api_read_token")
+#: Shortest accepted API token: a guessable token protects nothing.
+MIN_TOKEN_LENGTH = 16
+
+
+def split_list(value: str | None) -> tuple[str, ...]:
+    """The entries of a comma-separated setting, stripped, empty ones dropped."""
+    if not value:
+        return ()
+    return tuple(entry for entry in (part.strip() for part in value.split(",")) if entry)
+
+
+def _token_text(token: str) -> bool:
+    return token.isascii() and token.isprintable() and " " not in token
 
 
 #: The :class:`Config` fields that hold durations (seconds; Go syntax accepted on input).
@@ -336,6 +424,14 @@ SETTINGS: tuple[Setting, ...] = (
         _text,
         "Host header values (comma-separated) the server answers",
     ),
+    Setting(
+        "certfile",
+        "TLS_CERTFILE",
+        "--certfile",
+        _text,
+        "PEM certificate (chain): serve HTTPS (with --keyfile)",
+    ),
+    Setting("keyfile", "TLS_KEYFILE", "--keyfile", _text, "PEM private key of --certfile"),
     Setting(
         "thread_workers",
         "THREAD_WORKERS",

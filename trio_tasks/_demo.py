@@ -1,7 +1,8 @@
 """The built-in demo registry: the seed's job types with simulated work.
 
 A fresh ``trio-tasks serve`` uses it, so the seed's ``curl`` examples work without writing a
-handler. Each job sleeps for a random short time and returns a small result. Two payload keys
+handler. As with the seed, any other job type is accepted too: a fallback handler runs the
+same generic simulation for it. Each job sleeps for a random short time and returns a small result. Two payload keys
 steer a job, for demonstrations and tests:
 
 - ``"duration"``: how long the work takes (``"2s"``, ``0.25``), instead of a random time;
@@ -35,7 +36,8 @@ def demo_registry(
     max_duration: float = 0.5,
     rng: random.Random | None = None,
 ) -> TaskRegistry:
-    """Return a registry handling :data:`DEMO_JOB_TYPES` with simulated work.
+    """Return a registry handling :data:`DEMO_JOB_TYPES`, and any other type through its
+    fallback handler, with simulated work.
 
     Each job sleeps for a uniformly random time between ``min_duration`` and ``max_duration``
     seconds (unless its payload gives ``"duration"``) and returns
@@ -51,21 +53,19 @@ def demo_registry(
     pick = (rng or random.Random()).uniform
     tasks = TaskRegistry()
 
-    def make(job_type: str) -> Any:
-        async def simulate(ctx: JobContext) -> dict[str, Any]:
-            payload = ctx.payload
-            seconds = _duration(payload) if "duration" in payload else None
-            if seconds is None:
-                seconds = pick(min_duration, max_duration)
-            await trio.sleep(seconds)
-            _maybe_fail(payload.get("fail"), ctx.attempt)
-            return {"type": job_type, "simulated": True, "duration": format_duration(seconds)}
-
-        simulate.__name__ = simulate.__qualname__ = f"simulate_{job_type}"
-        return simulate
+    async def simulate(ctx: JobContext) -> dict[str, Any]:
+        payload = ctx.payload
+        seconds = _duration(payload) if "duration" in payload else None
+        if seconds is None:
+            seconds = pick(min_duration, max_duration)
+        await trio.sleep(seconds)
+        _maybe_fail(payload.get("fail"), ctx.attempt)
+        return {"type": ctx.job.type, "simulated": True, "duration": format_duration(seconds)}
 
     for job_type in DEMO_JOB_TYPES:
-        tasks.register(job_type, make(job_type))
+        tasks.register(job_type, simulate)
+    # The seed runs its generic simulation for any type: its benchmarks submit "benchmark".
+    tasks.fallback(simulate)
     return tasks
 
 

@@ -33,7 +33,12 @@ def parse_duration(value: str | float | int, *, name: str = "duration") -> float
     if isinstance(value, bool):
         raise InvalidValue(f"{name}: expected {_EXPECTED}, got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int of more than 308 digits
+            raise InvalidValue(
+                f"{name}: expected a finite duration, got a {len(str(value))}-digit number"
+            ) from None
     elif isinstance(value, str):
         seconds = _parse_text(value.strip(), name)
     else:

@@ -36,7 +36,7 @@ class Priority(enum.IntEnum):
             member = _PRIORITY_NAMES.get(text.lower())
             if member is not None:
                 return member
-            if text.isdigit():
+            if text.isdecimal() and len(text) < 8:  # "²" is a digit that int() refuses
                 number = int(text)
         if isinstance(number, int) and not isinstance(number, bool) and 1 <= number <= 4:
             return cls(number)

@@ -150,4 +150,4 @@ class OutcomeRecorder:
             except Exception:
                 # A listener (metrics, say) must not take the workers down with it, nor turn an
                 # admitted submission into an error for its caller.
-                self._log.exception("job listener failed", listener=repr(listener), event=event)
+                self._log.exception("job listener failed", listener=repr(listener), job_event=event)

@@ -9,22 +9,26 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 
-import structlog
 import trio
 
+from ._calling import HandlerCaller
 from ._clock import WallClock
 from ._config import Config
 from ._context import JobContext
 from ._errors import BrokerUnavailable, JobNotFound, ShuttingDown
+from ._isolation import open_process_runner
 from ._job import Job, JobStatus, Priority, queue_wait
+from ._log import library_logger
 from ._logging import log_enabled
 from ._outcomes import OutcomeRecorder
 from ._registry import TaskRegistry
 from ._request import JobRequest, new_job_id
 from ._runner import cancelled, run_attempt
 from ._stats import LatencyWindow, ProcessorStats, WorkerState, WorkerStats
+from ._threads import ThreadRunner
 from ._watchdog import LoopWatchdog
 from .brokers import make_broker
 from .brokers._base import Admission, Broker, Delivery
@@ -59,8 +63,8 @@ class Processor:
     ) -> None:
         self.registry = registry
         self.config = config = config or Config()
-        self.broker: Broker = broker or make_broker(config.broker_url, config)
-        self._log: Any = logger if logger is not None else structlog.get_logger("trio_tasks")
+        self._log: Any = logger if logger is not None else library_logger()
+        self.broker: Broker = broker or make_broker(config.broker_url, config, logger=self._log)
         #: The time every timestamp uses (set by :meth:`run`; the broker reads it too).
         self.clock: WallClock = None  # type: ignore[assignment]
         self._started_at = 0.0
@@ -74,6 +78,8 @@ class Processor:
         self._scopes: dict[str, trio.CancelScope] = {}
         self._cancelling: set[str] = set()
         self._listeners: list[Listener] = []
+        self._threads = ThreadRunner(config.thread_workers, self._log)
+        self._caller = HandlerCaller(self._threads, registry.middlewares, self._log)
         self._queue_wait = LatencyWindow()
         self._run_time = LatencyWindow()
         self._outcomes = OutcomeRecorder(
@@ -109,22 +115,13 @@ class Processor:
         threshold = self.config.loop_block_warning
         watchdog = LoopWatchdog(threshold, self._log) if threshold > 0 else None
         try:
-            async with trio.open_nursery() as nursery:
-                if watchdog is not None:
-                    nursery.start_soon(watchdog.run)
-                await nursery.start(self.broker.run, self)
-                async with trio.open_nursery() as workers:
-                    self._worker_scope = workers.cancel_scope
-                    workers.cancel_scope.deadline = self._grace_deadline
-                    for state in self._workers:
-                        workers.start_soon(self._worker, state, name=f"trio_tasks {state.id}")
-                    task_status.started()
-                    await self._stop_requested.wait()
-                    # Idle workers stop now; busy ones finish their job within the grace period.
-                    for state in self._workers:
-                        if state.scope is not None and state.current_job is None:
-                            state.scope.cancel()
-                nursery.cancel_scope.cancel()
+            async with AsyncExitStack() as stack:
+                if any(spec.isolate == "process" for spec in self.registry):
+                    # Exited after the workers: their processes were killed by then if running.
+                    self._caller.processes = await stack.enter_async_context(
+                        open_process_runner(self.config.process_workers)
+                    )
+                await self._run_workers(watchdog, task_status)
         finally:
             # Also when run() itself is cancelled (the caller's block raised, a second signal):
             # interrupted jobs were released, so report them, close the broker, refuse new jobs.
@@ -142,6 +139,26 @@ class Processor:
             if self._info:
                 self._log.info("processor stopped", abandoned=len(self.abandoned))
             self._stopped.set()
+
+    async def _run_workers(
+        self, watchdog: LoopWatchdog | None, task_status: trio.TaskStatus[None]
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            if watchdog is not None:
+                nursery.start_soon(watchdog.run)
+            await nursery.start(self.broker.run, self)
+            async with trio.open_nursery() as workers:
+                self._worker_scope = workers.cancel_scope
+                workers.cancel_scope.deadline = self._grace_deadline
+                for state in self._workers:
+                    workers.start_soon(self._worker, state, name=f"trio_tasks {state.id}")
+                task_status.started()
+                await self._stop_requested.wait()
+                # Idle workers stop now; busy ones finish their job within the grace period.
+                for state in self._workers:
+                    if state.scope is not None and state.current_job is None:
+                        state.scope.cancel()
+            nursery.cancel_scope.cancel()
 
     async def wait_stopped(self) -> None:
         """Wait until :meth:`run` has finished: workers drained, broker closed.
@@ -208,6 +225,9 @@ class Processor:
             raise ShuttingDown()
         now = self._require_clock().now()
         jobs = [self._new_job(request, now) for request in requests]
+        if self.registry.submit_hooks:
+            for job in jobs:
+                self._run_submit_hooks(job)
         admissions = await self.broker.enqueue(jobs)
         counts = self._counts
         for admission in admissions:
@@ -227,6 +247,16 @@ class Processor:
         # loop of submissions lets the workers run. Shielded: the jobs are admitted already.
         await trio.lowlevel.cancel_shielded_checkpoint()
         return admissions
+
+    def _run_submit_hooks(self, job: Job) -> None:
+        for hook in self.registry.submit_hooks:
+            try:
+                hook(job)
+            except Exception:
+                # A tracing hook must not turn a good submission into an error.
+                self._log.exception("submit hook failed", hook=repr(hook), job_id=job.id)
+        # What crosses to other nodes is text: keep the entries so.
+        job.meta = {str(key): str(value) for key, value in job.meta.items()}
 
     def _new_job(self, request: JobRequest, now: float) -> Job:
         spec = self.registry.get(request.type)
@@ -315,6 +345,7 @@ class Processor:
             uptime=trio.current_time() - self._started_at if self.clock else 0.0,
             node_id=self.broker.node_id,
             cluster=cluster,
+            threads_stuck=self._threads.stuck,
         )
 
     def workers(self) -> tuple[WorkerStats, ...]:
@@ -372,9 +403,11 @@ class Processor:
         if self._listeners:
             self._outcomes.emit("started", job)
         ctx = JobContext(job, state.id, self._log, self.broker.set_progress)
-        spec = self.registry._specs.get(job.type)
+        spec = self.registry.find(job.type)
         try:
-            attempt = await run_attempt(spec, ctx, scope, self.registry, self.clock.trio_now)
+            attempt = await run_attempt(
+                spec, ctx, scope, self.registry, self._caller, self.clock.trio_now
+            )
         except BaseException:
             # The node is stopping (grace period over): hand the job back before unwinding,
             # so it is not lost half-run.

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from ._context import JobContext
     from ._job import Job
 
+#: The name of the fallback handler's :class:`TaskSpec`.
+FALLBACK = "(fallback)"
 Handler = Callable[["JobContext"], Awaitable[Any]] | Callable[["JobContext"], Any]
 H = TypeVar("H", bound=Callable[..., Any])
 #: ``async def middleware(ctx, call_next) -> result``: wraps every run of a handler.
@@ -54,9 +56,14 @@ class TaskRegistry:
 
         @tasks.task("email", timeout="30s", retries=5)
         async def send_email(ctx): ...
+
+    A registry may also have a :meth:`fallback` handler, which runs every job of a type it
+    has no handler for (as the seed's generic simulation does); without one, such a job is
+    refused up front with :class:`UnknownJobType`.
     """
 
     _specs: dict[str, TaskSpec] = attrs.field(factory=dict, init=False)
+    _fallback: TaskSpec | None = attrs.field(default=None, init=False)
     #: Middleware around every run, outermost first (in order of registration).
     middlewares: list[Middleware] = attrs.field(factory=list, init=False)
     #: Hooks called for every new job before it is admitted.
@@ -164,16 +171,54 @@ class TaskRegistry:
         self._specs[name] = spec
         return spec
 
-    def get(self, name: str) -> TaskSpec:
-        """Return the spec of job type ``name``.
+    def fallback(
+        self,
+        handler: H | None = None,
+        *,
+        timeout: str | float | None = None,
+        retries: int | None = None,
+        isolate: str | None = None,
+    ) -> Any:
+        """Register the handler of every job type that has none of its own.
+
+        Use it bare (``@tasks.fallback``) or with the options of :meth:`task`
+        (``@tasks.fallback(timeout="1m")``); the handler reads the type from
+        ``ctx.job.type``. Returns the handler (with options only, the decorator).
 
         Raises:
-            UnknownJobType: no such type; the error lists the known ones.
+            InvalidValue: a fallback is already registered, or an option is out of range.
         """
-        try:
-            return self._specs[name]
-        except KeyError:
-            raise UnknownJobType(name, self._specs) from None
+
+        def decorate(function: H) -> H:
+            if self._fallback is not None:
+                raise InvalidValue("a fallback handler is already registered")
+            # The same checks as a named type's, without taking a name.
+            self._fallback = TaskRegistry().register(
+                FALLBACK, function, timeout=timeout, retries=retries, isolate=isolate
+            )
+            return function
+
+        return decorate if handler is None else decorate(handler)
+
+    @property
+    def has_fallback(self) -> bool:
+        """Whether jobs of any type are accepted (a :meth:`fallback` handler is registered)."""
+        return self._fallback is not None
+
+    def get(self, name: str) -> TaskSpec:
+        """Return the spec of job type ``name`` (the fallback's for a type without one).
+
+        Raises:
+            UnknownJobType: no such type and no fallback; the error lists the known ones.
+        """
+        spec = self._specs.get(name) or self._fallback
+        if spec is None:
+            raise UnknownJobType(name, self._specs)
+        return spec
+
+    def find(self, name: str) -> TaskSpec | None:
+        """The spec that runs jobs of type ``name`` (the fallback's), or ``None``."""
+        return self._specs.get(name) or self._fallback
 
     def names(self) -> list[str]:
         """Return the registered job type names, sorted."""

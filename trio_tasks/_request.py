@@ -11,12 +11,31 @@ import attrs
 
 from ._durations import parse_duration
 from ._errors import InvalidValue
-from ._job import EARLIEST_TIME, LATEST_TIME, Priority, parse_time
+from ._job import EARLIEST_TIME, Priority, parse_time
 
 _FIELDS = frozenset(
     {"type", "priority", "payload", "timeout", "retries", "delay", "run_at", "job_id"}
 )
-_MAX_JOB_ID = 200
+#: Longest job id and job type name, in characters.
+MAX_NAME_LENGTH = 200
+#: Upper bounds of a submission: a job's timeout, its retries, and how far ahead it may be
+#: scheduled (``delay``, or ``run_at`` from now). They keep every job finishable and stop a
+#: client from parking jobs for ever.
+MAX_TIMEOUT = 7 * 24 * 3600.0
+MAX_RETRIES = 100
+MAX_DELAY = 366 * 24 * 3600.0
+
+
+def valid_name(value: object) -> bool:
+    """Whether ``value`` can be a job id or a job type: a non-blank string of at most
+    :data:`MAX_NAME_LENGTH` printable characters (no control characters, no lone surrogates,
+    which no log line or Redis key could hold)."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_NAME_LENGTH
+        and value.isprintable()
+        and not value.isspace()
+    )
 
 
 @attrs.frozen
@@ -74,8 +93,11 @@ class JobRequest:
         Raises:
             InvalidValue: a value of the wrong type or range; the message names the field.
         """
-        if not isinstance(type, str) or not type.strip():
-            raise InvalidValue(f"type: expected a non-empty string, got {json_kind(type)}")
+        if not valid_name(type):
+            raise InvalidValue(
+                f"type: expected a non-empty string of at most {MAX_NAME_LENGTH} printable "
+                f"characters, got {json_kind(type)}"
+            )
         if payload is None:
             payload = {}
         elif not isinstance(payload, dict):
@@ -84,19 +106,28 @@ class JobRequest:
         timeout_s = None
         if timeout is not None:
             timeout_s = parse_duration(_duration_input(timeout, "timeout"), name="timeout")
-            if timeout_s <= 0:
-                raise InvalidValue(f"timeout: expected a duration > 0, got {timeout!r}")
+            if not 0 < timeout_s <= MAX_TIMEOUT:
+                raise InvalidValue(
+                    f"timeout: expected a duration > 0 and at most {_MAX_TIMEOUT_TEXT}, "
+                    f"got {_shown(timeout)}"
+                )
         if retries is not None:
-            if isinstance(retries, str) and retries.strip().isdigit():
+            if isinstance(retries, str) and retries.strip().isdecimal() and len(retries) < 8:
                 retries = int(retries)
-            if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-                raise InvalidValue(f"retries: expected an integer >= 0, got {retries!r}")
+            if (
+                not isinstance(retries, int)
+                or isinstance(retries, bool)
+                or not 0 <= retries <= MAX_RETRIES
+            ):
+                raise InvalidValue(
+                    f"retries: expected an integer from 0 to {MAX_RETRIES}, got {_shown(retries)}"
+                )
         delay_s = None
         if delay is not None:
             delay_s = parse_duration(_duration_input(delay, "delay"), name="delay")
-            if time.time() + delay_s > LATEST_TIME:
+            if delay_s > MAX_DELAY:
                 raise InvalidValue(
-                    f"delay: expected a duration ending before the year 10000, got {delay!r}"
+                    f"delay: expected a duration of at most {_MAX_DELAY_TEXT}, got {_shown(delay)}"
                 )
         run_at_s = None
         if run_at is not None:
@@ -105,25 +136,20 @@ class JobRequest:
             if isinstance(run_at, str):
                 run_at_s = parse_time(run_at, name="run_at")
             elif isinstance(run_at, int | float) and not isinstance(run_at, bool):
-                run_at_s = float(run_at)
+                run_at_s = float(run_at) if abs(run_at) < 1e300 else float("inf")
             else:
                 raise InvalidValue(
                     f"run_at: expected an RFC 3339 timestamp or POSIX seconds, got {run_at!r}"
                 )
-            if not EARLIEST_TIME <= run_at_s <= LATEST_TIME:
+            if not EARLIEST_TIME <= run_at_s <= time.time() + MAX_DELAY:
                 raise InvalidValue(
-                    "run_at: expected a time from 0001-01-01T00:00:00Z to "
-                    f"9999-12-31T23:59:59Z, got {run_at!r}"
+                    "run_at: expected a time from 0001-01-01T00:00:00Z to at most "
+                    f"{_MAX_DELAY_TEXT} from now, got {_shown(run_at)}"
                 )
-        if job_id is not None and (
-            not isinstance(job_id, str)
-            or not job_id.strip()
-            or len(job_id) > _MAX_JOB_ID
-            or "/" in job_id
-        ):
+        if job_id is not None and (not valid_name(job_id) or "/" in job_id):
             raise InvalidValue(
-                f"job_id: expected a non-empty string of at most {_MAX_JOB_ID} characters "
-                f"without '/', got {job_id!r}"
+                f"job_id: expected a non-empty string of at most {MAX_NAME_LENGTH} printable "
+                f"characters without '/', got {_shown(job_id)}"
             )
         return cls(
             type=type,
@@ -135,6 +161,16 @@ class JobRequest:
             run_at=run_at_s,
             job_id=job_id,
         )
+
+
+_MAX_TIMEOUT_TEXT = "7 days (168h)"
+_MAX_DELAY_TEXT = "366 days (8784h)"
+
+
+def _shown(value: object) -> str:
+    # A value as a message shows it: its repr, cut short (a client may send megabytes).
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}… ({len(text)} characters)"
 
 
 def new_job_id() -> str:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import trio
 
+from ._calling import HandlerCaller
 from ._context import JobContext
 from ._durations import format_duration
 from ._errors import PermanentError, UnknownJobType
@@ -54,10 +55,12 @@ async def run_attempt(
     ctx: JobContext,
     scope: trio.CancelScope,
     registry: TaskRegistry,
+    caller: HandlerCaller,
     now: Callable[[], float] = trio.current_time,
 ) -> Attempt:
     """Run ``spec``'s handler on ``ctx`` inside ``scope`` (whose deadline is the job's timeout)
-    and return how it ended. ``spec`` is ``None`` for a type this node has no handler for.
+    through ``caller`` (thread, process, middleware) and return how it ended. ``spec`` is
+    ``None`` for a type this node has no handler for.
 
     A scope cancelled on request looks like a timeout here: the processor, which cancelled it,
     knows better and records :func:`cancelled` instead. ``now`` reads Trio's clock (the
@@ -76,11 +79,10 @@ async def run_attempt(
                 # Possible with a shared broker when another node submitted a type unknown
                 # here: nothing this node can do will make the job succeed.
                 raise PermanentError(str(UnknownJobType(ctx.job.type, registry.names())))
-            if spec.is_async:
+            if spec.is_async and caller.direct:
                 result = await spec.handler(ctx)
             else:
-                # A thread cannot be cancelled: on timeout it is abandoned and runs on alone.
-                result = await trio.to_thread.run_sync(spec.handler, ctx, abandon_on_cancel=True)
+                result = await caller.call(spec, ctx)
             if type(result) not in _SIMPLE_RESULTS:
                 _check_json(result)
     except BaseException as exc:

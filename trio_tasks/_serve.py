@@ -7,6 +7,7 @@ the HTTP API, and a signal watcher, all in one nursery.
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -14,18 +15,16 @@ from typing import Any
 
 import structlog
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from ._config import Config
+from ._config import Config, split_list
 from ._durations import format_duration
-from ._logging import HypercornLogger
+from ._hypercorn import HTTP_GRACE, hypercorn_config, install
+from ._logging import redact_url
 from ._processor import Processor
 from .http import ApiState, create_app
 
-#: Seconds in-flight HTTP requests get to finish once the server stops. Every handler answers
-#: at once (long-polls are ended first), so this only bounds slow clients.
-HTTP_GRACE = 3.0
+__all__ = ["HTTP_GRACE", "run_node", "serve"]
 
 
 async def serve(
@@ -71,13 +70,21 @@ async def serve(
                 race.start_soon(first, shutdown_trigger)
         state.stop_waiting()
 
-    hyper = _hypercorn_config(config)
+    install()
+    hyper = hypercorn_config(config)
     asgi = _KeepIdleTimerAlive(app)
     async with trio.open_nursery() as nursery:
         urls: list[str] = await nursery.start(
             partial(hypercorn_serve, asgi, hyper, shutdown_trigger=stop_when_done)
         )
         log.info("http server listening", urls=urls)
+        if not split_list(config.api_token) and not is_loopback(config.server_host):
+            log.warning(
+                "http api open to the network without a token: anyone who can reach it may "
+                "submit, read and cancel jobs",
+                host=config.server_host,
+                hint="set API_TOKEN (docs/security.md), or SERVER_HOST=127.0.0.1",
+            )
         task_status.started(urls)
     log.info("http server stopped")
 
@@ -121,17 +128,14 @@ class _KeepIdleTimerAlive:
         await self.app(scope, receive_until_complete, send_and_note)
 
 
-def _hypercorn_config(config: Config) -> HypercornConfig:
-    hyper = HypercornConfig()
-    host = config.server_host
-    hyper.bind = [
-        f"[{host}]:{config.server_port}" if ":" in host else f"{host}:{config.server_port}"
-    ]
-    hyper.graceful_timeout = HTTP_GRACE
-    hyper.logger_class = HypercornLogger
-    hyper.accesslog = None
-    hyper.errorlog = None
-    return hyper
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a listen address) is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 async def run_node(
@@ -170,7 +174,7 @@ async def run_node(
                     mode="serve" if http else "worker",
                     workers=config.workers,
                     max_concurrency=config.max_concurrency,
-                    broker=_redact(config.broker_url),
+                    broker=redact_url(config.broker_url),
                     job_types=registry.names(),
                     urls=urls,
                 )
@@ -195,11 +199,3 @@ async def _watch_signals(signals: Any, processor: Processor, config: Config, log
         else:
             log.warning("second signal: cancelling running jobs now", signal=name)
             processor.shutdown(grace=0)
-
-
-def _redact(url: str) -> str:
-    # A broker URL may carry a password (redis://:secret@host): never log it.
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return f"{scheme}{sep}{rest}"

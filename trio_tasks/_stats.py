@@ -146,6 +146,8 @@ class ProcessorStats:
     uptime: float
     node_id: str | None = None
     cluster: ClusterView | None = None
+    #: Threads still running the handler of a job that timed out or was cancelled.
+    threads_stuck: int = 0
 
     @property
     def queue_size(self) -> int:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -24,15 +26,15 @@ import attrs
 import structlog
 import trio
 
-from ._config import DURATION_FIELDS, SETTINGS, Config, Setting
+from ._config import DURATION_FIELDS, SETTINGS, Config, Setting, shown_value, split_list
 from ._demo import demo_registry
 from ._durations import format_duration
 from ._errors import InvalidValue
-from ._logging import configure_logging
+from ._logging import add_secrets, configure_logging, redact, redact_url, url_secrets
 from ._precise_clock import PreciseClock
 from ._processor import Processor
 from ._registry import TaskRegistry
-from ._serve import _redact, run_node
+from ._serve import run_node
 
 #: Where client commands find the server unless ``--url`` or ``TRIO_TASKS_URL`` says otherwise.
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -47,6 +49,8 @@ _HTTP_ONLY = frozenset(
         "metrics_public",
         "cors_origins",
         "allowed_hosts",
+        "certfile",
+        "keyfile",
     }
 )
 #: Seconds of each long-poll of ``submit --wait``.
@@ -89,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="trio-tasks",
         description="A task processing system on Trio: priorities, timeouts, retries, HTTP API.",
     )
+    parser.add_argument("--version", action="version", version=f"trio-tasks {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -164,6 +169,21 @@ def _add_url(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("TRIO_TASKS_URL") or DEFAULT_URL,
         help=f"the server (default: $TRIO_TASKS_URL or {DEFAULT_URL})",
     )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("TRIO_TASKS_TOKEN") or None,
+        help="the API token the server asks for (default: $TRIO_TASKS_TOKEN); prefer the "
+        "variable: a flag shows in the process list",
+    )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("trio-tasks")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        from . import __version__
+
+        return __version__
 
 
 # -- serve and worker ------------------------------------------------------------------------
@@ -172,7 +192,12 @@ def _add_url(parser: argparse.ArgumentParser) -> None:
 def _run_node(args: argparse.Namespace, *, http: bool) -> int:
     flags = {s.field: getattr(args, s.field, None) for s in SETTINGS}
     config = load_config(os.environ, flags)
+    # Whatever prints them from now on (a log line, an error quoting the URL) shows ***.
+    add_secrets(*url_secrets(config.broker_url), *split_list(config.api_token))
+    add_secrets(*split_list(config.api_read_token))
     registry = load_registry(config.tasks_app, "--app" if flags["tasks_app"] else "TASKS_APP")
+    if http and config.certfile is not None:
+        _check_tls(config, "--certfile" if flags["certfile"] else "TLS_CERTFILE")
     configure_logging(config.log_level, config.log_format)
     log = structlog.get_logger("trio_tasks")
     try:
@@ -180,7 +205,7 @@ def _run_node(args: argparse.Namespace, *, http: bool) -> int:
     except InvalidValue as exc:
         name = "--broker" if flags["broker_url"] else "BROKER_URL"
         # The start-up log line hides a password in the URL; so does this one.
-        raise _UsageError(f"{name}={_redact(config.broker_url)!r}: {exc}") from None
+        raise _UsageError(f"{name}={redact_url(config.broker_url)!r}: {redact(str(exc))}") from None
     if not http and config.broker_url.startswith("memory://"):
         log.warning(
             "worker with the memory:// broker: no other process can submit jobs to it",
@@ -195,6 +220,20 @@ def _run_node(args: argparse.Namespace, *, http: bool) -> int:
     return 0
 
 
+def _check_tls(config: Config, name: str) -> None:
+    # Loaded once here so that a missing or mismatched file is one line and exit status 2, not
+    # an error once the server starts.
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            config.certfile or "", config.keyfile
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise _UsageError(
+            f"{name}={config.certfile!r}: cannot load the certificate and key "
+            f"({config.keyfile!r}): {exc}"
+        ) from None
+
+
 def _crashed(log: Any, exc: BaseException, config: Config) -> int:
     """Turn what stopped a node into one log line and an exit status.
 
@@ -203,6 +242,14 @@ def _crashed(log: Any, exc: BaseException, config: Config) -> int:
     so that a supervisor restarts the node; a Ctrl-C during start-up is a clean stop.
     """
     leaf = _only_leaf(exc)
+    if isinstance(leaf, InvalidValue):
+        # A setting found wrong once running (Redis refused the password): as at start-up,
+        # one line on stderr and exit status 2; what the node logged before stays.
+        print(
+            f"trio-tasks: error: BROKER_URL={redact_url(config.broker_url)!r}: {redact(str(leaf))}",
+            file=sys.stderr,
+        )
+        return 2
     if isinstance(leaf, KeyboardInterrupt):
         # SIGINT landed before the signal handler was installed (start-up): a clean stop.
         log.info("trio-tasks stopped", reason="interrupted during start-up")
@@ -258,7 +305,7 @@ def load_config(environ: Mapping[str, str], flags: Mapping[str, str | None]) -> 
             name, raw = failed.flag, flags[failed.field]
         else:
             name, raw = failed.env, environ.get(failed.env)
-        raise _UsageError(f"{name}={raw!r}: {exc}") from None
+        raise _UsageError(f"{name}={shown_value(failed.field, raw)}: {exc}") from None
 
 
 def _setting(field: str | None) -> Setting | None:
@@ -311,8 +358,8 @@ def load_registry(spec: str | None, source: str = "TASKS_APP") -> TaskRegistry:
         raise _UsageError(
             f"{where}: expected a trio_tasks.TaskRegistry, got {type(target).__name__}"
         )
-    if not len(target):
-        raise _UsageError(f"{where}: the registry has no job types")
+    if not len(target) and not target.has_fallback:
+        raise _UsageError(f"{where}: the registry has no job types and no fallback handler")
     return target
 
 
@@ -337,35 +384,38 @@ def _submit(args: argparse.Namespace) -> int:
         if not args.retries.strip().isdigit():
             raise _UsageError(f"--retries: expected an integer >= 0, got {args.retries!r}")
         body["retries"] = int(args.retries)
-    answer = _call("POST", args.url, "/jobs", body)
+    answer = _call(args, "POST", "/jobs", body)
     if not args.wait:
         _print(answer)
         return 0
     job_path = f"/jobs/{quote(answer['job_id'], safe='')}"
     while True:
-        job = _call("GET", args.url, f"{job_path}?{urlencode({'wait': _WAIT_STEP})}")
+        job = _call(args, "GET", f"{job_path}?{urlencode({'wait': _WAIT_STEP})}")
         if job.get("status") in _FINAL:
             _print(job)
             return 0 if job["status"] == "completed" else 1
 
 
 def _status(args: argparse.Namespace) -> int:
-    _print(_call("GET", args.url, f"/jobs/{quote(args.job_id, safe='')}"))
+    _print(_call(args, "GET", f"/jobs/{quote(args.job_id, safe='')}"))
     return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
-    _print(_call("GET", args.url, "/stats"))
+    _print(_call(args, "GET", "/stats"))
     return 0
 
 
-def _call(method: str, base: str, path: str, body: Any = None) -> Any:
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    base: str = args.url
     if not base.startswith(("http://", "https://")):
         raise _UsageError(f"--url={base!r}: expected http://host:port or https://host:port")
     url = base.rstrip("/") + path
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Accept", "application/json")
+    if args.token:
+        request.add_header("Authorization", f"Bearer {args.token}")
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:

@@ -103,11 +103,23 @@ class MemoryBroker(Broker):
         # Half of a checkpoint: a cancelled caller submits nothing. The processor schedules
         # after it has announced the jobs, so no listener hears "started" before "submitted".
         await trio.lowlevel.checkpoint_if_cancelled()
+        answers, new = self._admit(jobs)
+        self._place(new)
+        # Snapshots once placed, so a delayed job is answered ``scheduled``, not ``pending``.
+        return [Admission(snapshot(job), created) for job, created in answers]
+
+    def _admit(self, jobs: Sequence[Job]) -> tuple[list[tuple[Job, bool]], list[Job]]:
+        """Tell new jobs from existing ids (``(job, created)`` per job, and the new ones), count
+        the new ones as unfinished and mark each ``pending`` or ``scheduled``; place nothing yet.
+
+        Raises:
+            QueueFull: the new ones would pass the admission bound.
+        """
         answers: list[tuple[Job, bool]] = []
         new: list[Job] = []
         batch_ids: dict[str, Job] = {}
         for job in jobs:
-            existing = self._live(job.id) or batch_ids.get(job.id)
+            existing = self._known(job.id) or batch_ids.get(job.id)
             if existing is not None:
                 answers.append((existing, False))
             else:
@@ -118,14 +130,24 @@ class MemoryBroker(Broker):
             raise QueueFull(self.max_concurrency)
         now = self._now()
         for job in new:
+            job.status = _SCHEDULED if job.run_at is not None and job.run_at > now else _PENDING
+        self._unfinished += len(new)
+        return answers, new
+
+    def _known(self, job_id: str) -> Job | None:
+        """The live job with this id, for :meth:`_admit` (the SQLite broker adds the jobs whose
+        submission it is committing)."""
+        return self._live(job_id)
+
+    def _place(self, jobs: Sequence[Job]) -> None:
+        """Queue or schedule admitted jobs, as their status says, and keep their records."""
+        for job in jobs:
             self._jobs[job.id] = job
-            if job.run_at is not None and job.run_at > now:
+            if job.status is _SCHEDULED:
+                assert job.run_at is not None
                 self._schedule(job, job.run_at)
             else:
                 self._push(job)
-        self._unfinished += len(new)
-        # Snapshots once placed, so a delayed job is answered ``scheduled``, not ``pending``.
-        return [Admission(snapshot(job), created) for job, created in answers]
 
     def _push(self, job: Job) -> None:
         job.status = _PENDING

@@ -22,13 +22,17 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-import coredis
-import structlog
 import trio
-from coredis.retry import NoRetryPolicy
 
-from .._errors import BrokerUnavailable, JobAlreadyFinished, JobNotFound, QueueFull
+from .._errors import (
+    BrokerUnavailable,
+    InvalidValue,
+    JobAlreadyFinished,
+    JobNotFound,
+    QueueFull,
+)
 from .._job import Job, JobError, JobStatus, Priority
+from .._log import library_logger
 from .._stats import ClusterView
 from ._base import (
     Admission,
@@ -41,6 +45,7 @@ from ._base import (
     RecordStatus,
 )
 from ._redis_background import Background
+from ._redis_client import make_client
 from ._redis_codec import Corrupt, encode_json, node_view, num
 from ._redis_delivery import Deliveries
 from ._redis_keys import RedisKeys
@@ -60,8 +65,9 @@ class RedisBroker(Broker):
     """Queues and records in Redis, shared by every node pointing at it.
 
     Args:
-        url: ``redis://[:password@]host:port/db``, ``rediss://…`` (TLS) or
-            ``unix:///path.sock?db=0``; the query may add ``namespace=`` (default
+        url: ``redis://[user:password@]host:port/db``, ``rediss://…`` (TLS),
+            ``unix:///path.sock?db=0``, ``redis+sentinel://host:port[,…]/<master>[/<db>]`` or
+            ``redis+cluster://host:port[,…]``; the query may add ``namespace=`` (default
             ``default``: nodes share work only within one namespace) and ``lease=`` (a
             duration, default 15s).
         max_concurrency: the admission bound, counted cluster-wide (pending, scheduled and
@@ -74,6 +80,10 @@ class RedisBroker(Broker):
             unreachable (default twice the lease); after that the outcome is dropped and
             the job runs again once its lease expires.
         node_id: names this node in job records, the node registry and ``CLIENT LIST``.
+        min_replicas: replicas that must confirm (``WAIT``) each write that accepts jobs or
+            records outcomes; one they do not confirm within ``replica_timeout`` seconds is
+            refused (:class:`BrokerUnavailable` for a submission, ``NOT_RECORDED`` for an
+            outcome). See ``docs/redis.md``, *BROKER_MIN_REPLICAS*.
 
     Resource handling: the connection pool lives inside :meth:`run`; other methods may only be
     called while it runs (they raise :class:`BrokerUnavailable` after it returned).
@@ -99,6 +109,8 @@ class RedisBroker(Broker):
         outcome_timeout: float | None = None,
         node_id: str | None = None,
         logger: Any = None,
+        min_replicas: int = 0,
+        replica_timeout: float = 1.0,
     ) -> None:
         options = parse_redis_url(url)
         self.url = url
@@ -109,20 +121,15 @@ class RedisBroker(Broker):
         self.outcome_timeout = outcome_timeout if outcome_timeout is not None else 2 * self.lease
         self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
         self.keys = RedisKeys.for_namespace(self.namespace)
-        client: coredis.Redis[str] = coredis.Redis.from_url(
+        self._redis = make_client(
             options.client_url,
-            decode_responses=True,
-            retry_policy=NoRetryPolicy(),
+            client_name=f"trio-tasks:{self.node_id}",
             connect_timeout=min(2.0, self.lease),
             stream_timeout=max(10.0, 3 * poll_interval),
-            client_name=f"trio-tasks:{self.node_id}",
-            # A connection silent this long is dead (a partition without a reset): close it
-            # so calls fail over to a new one. It must outlast a BLPOP and the pub/sub
-            # keep-alive (a PING after 15s of silence); idle ones are cheaply reopened.
-            max_idle_time=max(_MAX_IDLE, round(3 * poll_interval)),
+            max_idle=max(_MAX_IDLE, round(3 * poll_interval)),
         )
-        self._client = client
-        log: Any = logger if logger is not None else structlog.get_logger("trio_tasks")
+        client = self._redis.client
+        log: Any = logger if logger is not None else library_logger()
         self._link = RedisLink(log, retry_cap=retry_cap)
         self._link.closed = True
         node = self._node = RedisNode(
@@ -138,6 +145,10 @@ class RedisBroker(Broker):
             logger=log,
         )
         self._scripts = node.scripts
+        self.min_replicas = min_replicas
+        self._scripts.confirm_writes(
+            min_replicas, replica_timeout, cluster=self._redis.kind == "cluster"
+        )
         self._delivery = Deliveries(node, max_concurrency)
         self._background = Background(node, retry_cap=retry_cap)
         self._counts = QueueCounts(dict.fromkeys(Priority, 0), 0, 0)
@@ -189,7 +200,7 @@ class RedisBroker(Broker):
         # run() is cancelled (a lease, a cleanup) still gets its answer: shielded, it closes
         # only once run() has wound its tasks down.
         with trio.CancelScope(shield=True):
-            async with self._client:
+            async with self._redis.open():
                 task_status.started()
                 await release.wait()
 
@@ -198,11 +209,16 @@ class RedisBroker(Broker):
         async with trio.open_nursery() as nursery:
             self._node.nursery = nursery
             self._link.closed = False
-            with trio.move_on_after(self._client.connection_pool.connect_timeout or 2.0):
+            with trio.move_on_after(self._redis.connect_timeout):
                 try:
                     await self._link.once(self._scripts.load)
                     await background.beat()  # in the node registry at once
                 except BrokerUnavailable as exc:
+                    if self._link.refused:
+                        # A wrong password does not fix itself: stop with one clear line.
+                        raise InvalidValue(
+                            f"Redis refused the credentials of the broker URL: {exc.reason}"
+                        ) from None
                     self._node.log.warning("redis unreachable at start-up", error=exc.reason)
                 except Exception as exc:
                     self._link.task_failed("start-up", exc)

@@ -32,7 +32,7 @@ from ._base import Delivery, Recording, RecordStatus
 from ._redis_batch import Batcher, Pending
 from ._redis_codec import Corrupt, Leased, Leases
 from ._redis_node import RedisNode
-from ._redis_scripts import EnqueueResult, Finished, Outcome, OutcomeKind
+from ._redis_scripts import EnqueueResult, Finished, NotReplicated, Outcome, OutcomeKind
 
 _NOT_RECORDED = "outcome not recorded: the job will run again when its lease expires"
 #: Most outcomes written in one call.
@@ -92,6 +92,10 @@ class Deliveries:
         batch = self._take_idle(queued)
         try:
             result = await self.node.link.once(partial(self._shielded_enqueue, entries, batch))
+        except NotReplicated as exc:
+            # Refused, but what it leased is leased: deliver it as usual.
+            self._hand_over(batch, exc.leases)
+            raise
         except BaseException:
             self._give_back(batch)
             raise
@@ -353,6 +357,12 @@ class Deliveries:
         try:
             with trio.CancelScope(shield=True):
                 results, leases = await node.link.retry(call, budget=node.outcome_timeout)
+        except NotReplicated as exc:
+            # Applied by the master, not confirmed by its replicas: not counted (the job runs
+            # again if a fail-over loses it); the next jobs it leased are leased all the same.
+            self._stash_leased(workers, exc.leases)
+            node.log.error(_NOT_RECORDED, job_ids=job_ids, error=exc.reason)
+            return None
         except BrokerUnavailable as exc:
             node.log.error(_NOT_RECORDED, job_ids=job_ids, error=exc.reason)
             return None

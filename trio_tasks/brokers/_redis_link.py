@@ -34,6 +34,12 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     anyio.ClosedResourceError,
     anyio.BrokenResourceError,
     anyio.EndOfStream,
+    # No master known to the Sentinels yet, or the one they named is a replica by now (a
+    # fail-over in progress); a cluster without a master for a slot, or resharding.
+    coredis.exceptions.SentinelError,
+    coredis.exceptions.ClusterDownError,
+    coredis.exceptions.TryAgainError,
+    coredis.exceptions.ClusterError,
 )
 #: Error replies of a server that cannot serve writes for now (out of memory, a replica after
 #: a fail-over, a failed disk, still loading, a long script): retrying may help too.
@@ -45,9 +51,16 @@ def is_transient(exc: BaseException) -> bool:
     server that cannot serve for now."""
     if isinstance(exc, BaseExceptionGroup):
         return all(is_transient(inner) for inner in exc.exceptions)
+    if isinstance(exc, TRANSIENT):
+        return True
+    if isinstance(exc, coredis.exceptions.AuthenticationError):
+        # The credentials were refused (a password rotated on the server): unavailable until
+        # they match again, as for any outage. At start-up it stops the node instead (see
+        # RedisLink.refused).
+        return True
     if isinstance(exc, coredis.exceptions.ResponseError):
         return str(exc).startswith(_TRANSIENT_REPLIES)
-    return isinstance(exc, TRANSIENT)
+    return False
 
 
 def cancelled_part(exc: BaseException) -> BaseException | None:
@@ -71,17 +84,20 @@ class RedisOptions:
 
 
 def parse_redis_url(url: str) -> RedisOptions:
-    """Split our query parameters (``namespace``, ``lease``) off a ``redis://`` URL.
+    """Split our query parameters (``namespace``, ``lease``) off a broker URL.
 
-    The rest (scheme, password, host, port, db and coredis' own parameters) is left for
-    :meth:`coredis.Redis.from_url`.
+    The rest (scheme, password, hosts, db and the client's own parameters) is left for
+    :func:`._redis_client.make_client`.
 
     Raises:
         InvalidValue: an unsupported scheme, a bad namespace or lease.
     """
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise InvalidValue(f"broker URL {url!r}: expected redis://, rediss:// or unix://")
+    if parts.scheme not in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
+        raise InvalidValue(
+            f"broker URL {url!r}: expected redis://, rediss://, unix://, redis+sentinel:// "
+            "or redis+cluster://"
+        )
     kept: list[tuple[str, str]] = []
     namespace: str | None = None
     lease: float | None = None
@@ -116,6 +132,8 @@ class RedisLink:
         self.retry_base = retry_base
         #: ``None`` while Redis answers; otherwise why not.
         self.reason: str | None = None
+        #: Whether the last failure was Redis refusing the credentials (a wrong password).
+        self.refused = False
         self._up_since: float | None = None
         self._failures = 0
         self.closed = False
@@ -125,6 +143,7 @@ class RedisLink:
         """Record a failed call (a transient error)."""
         self._failures += 1
         first = self.reason is None
+        self.refused = isinstance(exc, coredis.exceptions.AuthenticationError)
         self.reason = f"redis unreachable: {_describe(exc)}"
         self._up_since = None
         if first:

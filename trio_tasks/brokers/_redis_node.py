@@ -13,13 +13,13 @@ from functools import partial
 from typing import Any
 
 import attrs
-import coredis
-import structlog
 import trio
 
 from .._errors import BrokerUnavailable
 from .._job import Job, job_from_record, salvage_record
+from .._log import library_logger
 from ._base import Admission, BrokerHost
+from ._redis_client import Client
 from ._redis_codec import Corrupt, read_record
 from ._redis_keys import RedisKeys
 from ._redis_link import RedisLink
@@ -42,7 +42,7 @@ class RedisNode:
     def __init__(
         self,
         *,
-        client: coredis.Redis[str],
+        client: Client,
         keys: RedisKeys,
         link: RedisLink,
         node_id: str,
@@ -64,7 +64,7 @@ class RedisNode:
         self.result_ttl = result_ttl
         self.result_max_jobs = result_max_jobs
         self.outcome_timeout = outcome_timeout
-        self.log: Any = logger if logger is not None else structlog.get_logger("trio_tasks")
+        self.log: Any = logger if logger is not None else library_logger()
         self.host: BrokerHost | None = None
         self.nursery: trio.Nursery | None = None
         #: Jobs this node holds a lease on (handed to a worker, not yet recorded): id -> token.

@@ -16,10 +16,11 @@ from collections.abc import Iterable, Sequence
 from importlib import resources
 from typing import Any, NamedTuple
 
-import coredis
 import coredis.exceptions
 
+from .._errors import BrokerUnavailable
 from .._job import RECORD_FIELDS, Job, JobStatus
+from ._redis_client import Client
 from ._redis_codec import (
     NO_LEASES,
     Corrupt,
@@ -106,30 +107,94 @@ class CancelResult(NamedTuple):
     job: Job | Corrupt | None
 
 
+class NotReplicated(BrokerUnavailable):
+    """A write that accepts jobs or records outcomes was applied by the master but not
+    confirmed by enough replicas in time (``WAIT``), so it may be lost in a fail-over: it is
+    refused. ``leases`` are the jobs the call leased meanwhile (to be delivered as usual)."""
+
+    def __init__(self, reason: str, leases: Leases = NO_LEASES) -> None:
+        super().__init__(reason)
+        self.leases = leases
+
+
 class RedisScripts:
     """The Lua library bound to one client and namespace."""
 
-    def __init__(self, client: coredis.Redis[str], keys: RedisKeys) -> None:
+    def __init__(self, client: Client, keys: RedisKeys) -> None:
         self.client = client
         self.keys = keys
         self._code = library_code()
         self._script_keys = list(keys.script_keys)
         self._prefix = keys.prefix
+        self._replicas = 0
+        self._replica_timeout_ms = 1000
+        self._cluster = False
+
+    def confirm_writes(self, replicas: int, timeout: float, *, cluster: bool = False) -> None:
+        """Make ``enqueue`` and ``finish`` wait until ``replicas`` replicas have their write
+        (``WAIT replicas timeout`` on the same connection), else raise :class:`NotReplicated`.
+        On one server (or a Sentinel's master) the write and the ``WAIT`` go in one pipeline,
+        one round trip; on a cluster the ``WAIT`` follows the write on its node."""
+        self._replicas = replicas
+        self._replica_timeout_ms = max(1, round(timeout * 1000))
+        self._cluster = cluster
 
     async def load(self) -> None:
         """Load (or replace) the library in Redis; done once per connection to a server."""
         await self.client.function_load(self._code, replace=True)
 
-    async def _call(self, name: str, args: Iterable[str]) -> Any:
+    async def _call(self, name: str, args: Iterable[str], *, confirm: bool = False) -> Any:
+        """One ``FCALL``; with ``confirm`` (and replicas required), answers ``(reply, acked)``:
+        how many replicas confirmed it (:meth:`confirm_writes`)."""
         arguments = [self._prefix, *args]
+        confirm = confirm and self._replicas > 0
         try:
+            if confirm:
+                return await self._fcall_confirmed(name, arguments)
             return await self.client.fcall(FUNCTION_PREFIX + name, self._script_keys, arguments)
         except coredis.exceptions.ResponseError as exc:
             # A server restarted without persistence has forgotten the library.
             if "function not found" not in str(exc).lower():
                 raise
             await self.load()
+            if confirm:
+                return await self._fcall_confirmed(name, arguments)
             return await self.client.fcall(FUNCTION_PREFIX + name, self._script_keys, arguments)
+
+    async def _confirmed(self, name: str, args: list[str]) -> tuple[Any, int]:
+        """:meth:`_call` with confirmation: the reply (``None`` if lost) and the replicas that
+        confirmed it (the number required when none is)."""
+        if self._replicas <= 0:
+            return await self._call(name, args), 0
+        reply, acked = await self._call(name, args, confirm=True)
+        return reply, int(acked)
+
+    async def _fcall_confirmed(self, name: str, arguments: list[str]) -> tuple[Any, int]:
+        function = FUNCTION_PREFIX + name
+        if self._cluster:
+            # A cluster routes a pipeline by key, and WAIT has none: coredis sends it after
+            # the write on the write's own connection (a second round trip). Its reply is
+            # lost when the replicas do not confirm: the leases it made expire and run again.
+            try:
+                with self.client.ensure_replication(self._replicas, self._replica_timeout_ms):
+                    reply = await self.client.fcall(function, self._script_keys, arguments)
+            except coredis.exceptions.ReplicationError:
+                return None, 0
+            return reply, self._replicas
+        client = self.client
+        assert isinstance(client, coredis.Redis)
+        # Non-transactional: the write, then WAIT on the same connection, in one round trip.
+        async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
+            written = pipe.fcall(function, self._script_keys, arguments)
+            acked = pipe.wait(self._replicas, self._replica_timeout_ms)
+        return await written, int(await acked)
+
+    def _unconfirmed(self, acked: int, leases: Leases = NO_LEASES) -> NotReplicated:
+        return NotReplicated(
+            f"the write was not confirmed by {self._replicas} replica(s) within "
+            f"{self._replica_timeout_ms} ms (confirmed by {acked})",
+            leases,
+        )
 
     async def enqueue(
         self,
@@ -143,7 +208,11 @@ class RedisScripts:
     ) -> EnqueueResult:
         """Admit ``jobs`` (each with its ``run_at`` score, ``None`` to queue it now); then, if
         any was queued, lease up to ``len(workers)`` jobs as :meth:`fetch` does, one per worker
-        in order."""
+        in order.
+
+        Raises:
+            NotReplicated: fewer replicas than required confirmed it (:meth:`confirm_writes`).
+        """
         args = [str(limit), num(now), str(lease_ms), node, str(len(workers))]
         args += [_dumps(worker) for worker in workers]
         for job, score in jobs:
@@ -151,7 +220,10 @@ class RedisScripts:
             args += [job.id, str(int(job.priority)), "" if score is None else num(score)]
             args.append(str(len(fields) // 2))
             args += fields
-        reply = await self._call("enqueue", args)
+        reply, acked = await self._confirmed("enqueue", args)
+        if acked < self._replicas:
+            leased = NO_LEASES if reply is None or reply[0] == "full" else parse_leases(reply[1])
+            raise self._unconfirmed(acked, leased)
         if reply[0] == "full":
             return EnqueueResult(True, int(reply[1]), [], NO_LEASES)
         entries: list[int | Job | Corrupt] = []
@@ -228,13 +300,20 @@ class RedisScripts:
     ) -> tuple[list[Finished], Leases]:
         """Record ``outcomes``: for each, the job's status after it, else (the lease was lost:
         nothing changed) the job as it is now, ``None`` if it is gone. Then lease up to
-        ``len(workers)`` jobs as :meth:`fetch` does, one per worker in order."""
+        ``len(workers)`` jobs as :meth:`fetch` does, one per worker in order.
+
+        Raises:
+            NotReplicated: fewer replicas than required confirmed it (:meth:`confirm_writes`).
+        """
         args = [num(now), ms(ttl), num(ttl), str(max_jobs)]
         args += [node, str(lease_ms), str(len(workers))]
         args += [_dumps(worker) for worker in workers]
         for outcome in outcomes:
             args += outcome[:5]
-        statuses, leased = await self._call("finish", args)
+        reply, acked = await self._confirmed("finish", args)
+        if acked < self._replicas:
+            raise self._unconfirmed(acked, NO_LEASES if reply is None else parse_leases(reply[1]))
+        statuses, leased = reply
         results: list[Finished] = []
         for outcome, entry in zip(outcomes, statuses, strict=True):
             if isinstance(entry, str):

@@ -13,8 +13,12 @@ from quart_trio import QuartTrio
 from .._config import Config
 from .._processor import Processor
 from ._errors import register_error_handlers
+from ._guard import guarded
 from ._routes import routes
 from ._state import ApiState
+
+#: Seconds a request body may take to arrive in full.
+BODY_TIMEOUT = 30
 
 
 def create_app(processor: Processor, config: Config | None = None) -> QuartTrio:
@@ -27,7 +31,15 @@ def create_app(processor: Processor, config: Config | None = None) -> QuartTrio:
     config = config or processor.config
     app = QuartTrio(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_size
+    # A body that trickles in (a byte every few seconds) is cut off with a 408.
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
+    # "//jobs" or "/jobs/" are not redirected (werkzeug's 308 answers an HTML page): they are
+    # matched as written, so they are 404 JSON, or the route itself.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     app.extensions["trio_tasks"] = ApiState(processor, config)
     app.register_blueprint(routes)
     register_error_handlers(app, config.max_body_size)
+    # Tokens, allowed hosts and origins are checked before the app sees the request.
+    app.asgi_app = guarded(app.asgi_app, config)  # type: ignore[method-assign]
     return app

@@ -32,12 +32,13 @@ _JSON = "application/json"
 
 
 # Built once: json.dumps() with any non-default option builds a new encoder on every call.
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+#: Compact JSON text of a value (non-ASCII escaped, so lone surrogates are safe too).
+encode_json = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A compact JSON answer ending with a newline (friendly to ``curl``)."""
-    return Response(_encode(body) + "\n", status, headers, content_type=_JSON)
+    return Response(encode_json(body) + "\n", status, headers, content_type=_JSON)
 
 
 def error_response(

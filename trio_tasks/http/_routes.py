@@ -11,24 +11,27 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import trio
 from quart import Blueprint, Response, current_app, request
 
 from .._errors import InvalidValue, ShuttingDown
 from .._job import Job, JobStatus, job_to_json
-from .._request import JobRequest
-from ._errors import json_response
+from .._request import JobRequest, valid_name
+from ._errors import encode_json, json_response
 from ._figures import stats_json, workers_json
 from ._input import (
     GET_PARAMS,
     LIST_PARAMS,
+    MAX_BATCH,
     SUBMIT_PARAMS,
     kind,
     list_limit,
     params,
-    parse_json,
+    read_json,
     wait_seconds,
 )
 from ._metrics import METRICS_CONTENT_TYPE
+from ._openapi import openapi_document
 from ._state import ApiState
 
 routes = Blueprint("trio_tasks", __name__)
@@ -43,7 +46,11 @@ ENDPOINTS = (
     "GET /jobs",
     "GET /jobs/{id}",
     "DELETE /jobs/{id}",
+    "GET /openapi.json",
 )
+#: Most bytes of job records in one ``GET /jobs`` answer: past it the page ends early
+#: (``"truncated": true``), so that no listing can take a node's memory or time.
+MAX_PAGE_BYTES = 4 * 1_048_576
 
 _RUNNING = JobStatus.RUNNING
 
@@ -93,8 +100,14 @@ async def metrics() -> Response:
     return Response(text, 200, content_type=METRICS_CONTENT_TYPE)
 
 
+@routes.get("/openapi.json")
+async def openapi() -> Response:
+    return json_response(openapi_document(_state().config))
+
+
 @routes.post("/jobs")
 async def submit() -> Response:
+    state = _state()
     args = request.args
     # Most submissions have no body: when the client says so, skip reading one (a cancel
     # scope and a checkpoint). Without the header a body may still come (HTTP/2, chunked).
@@ -103,7 +116,7 @@ async def submit() -> Response:
     else:
         body = await request.get_data(False, False, False)
     if body:
-        data = parse_json(body)
+        data = await read_json(body, state.json_limiter)
         if not isinstance(data, dict):
             raise InvalidValue(
                 f"the body of POST /jobs must be a JSON object, got {kind(data)}; "
@@ -111,13 +124,13 @@ async def submit() -> Response:
             )
         if args:
             # Body fields win over query parameters of the same name.
-            data = {**params(args, SUBMIT_PARAMS), **data}
+            data = {**params(args, SUBMIT_PARAMS, state.ignored_params), **data}
         job_request = JobRequest.from_json(data)
     elif args:
-        job_request = JobRequest.build(**params(args, SUBMIT_PARAMS))
+        job_request = JobRequest.build(**params(args, SUBMIT_PARAMS, state.ignored_params))
     else:
         job_request = JobRequest()
-    (admission,) = await _state().submit_many([job_request])
+    (admission,) = await state.submit_many([job_request])
     return json_response(
         _admitted(admission.job, admission.created), 202 if admission.created else 200
     )
@@ -125,21 +138,24 @@ async def submit() -> Response:
 
 @routes.post("/jobs/batch")
 async def submit_batch() -> Response:
+    state = _state()
     if request.args:
-        raise InvalidValue("POST /jobs/batch takes no query parameters; put fields in the body")
-    data = parse_json(await request.get_data(False, False, False))
+        state.ignored_params(list(request.args))
+    data = await read_json(await request.get_data(False, False, False), state.json_limiter)
     if not isinstance(data, list) or not data:
         raise InvalidValue(
             f"the body of POST /jobs/batch must be a non-empty JSON array of job objects, "
             f"got {kind(data)}"
         )
+    if len(data) > MAX_BATCH:
+        raise InvalidValue(f"a batch holds at most {MAX_BATCH} jobs, got {len(data)}")
     requests: list[JobRequest] = []
     for index, item in enumerate(data):
         try:
             requests.append(JobRequest.from_json(item))
         except InvalidValue as exc:
             raise InvalidValue(f"jobs[{index}]: {exc}") from None
-    admissions = await _state().submit_many(requests)
+    admissions = await state.submit_many(requests)
     created = sum(1 for a in admissions if a.created)
     return json_response(
         {
@@ -153,17 +169,38 @@ async def submit_batch() -> Response:
 
 @routes.get("/jobs")
 async def list_jobs() -> Response:
-    given = params(request.args, LIST_PARAMS)
-    jobs = await _state().processor.list_jobs(
-        status=given.get("status"), type=given.get("type"), limit=list_limit(given.get("limit"))
-    )
-    return json_response({"jobs": [job_to_json(j) for j in jobs], "count": len(jobs)})
+    state = _state()
+    given = params(request.args, LIST_PARAMS, state.ignored_params)
+    limit = list_limit(given.get("limit"))
+    status = given.get("status")
+    job_status = None if status is None else JobStatus.parse(status)
+    job_type = given.get("type")
+    if job_type is not None and not valid_name(job_type):
+        # No job has such a type (see JobRequest): nothing to look up.
+        await trio.lowlevel.checkpoint()
+        jobs: list[Job] = []
+    else:
+        jobs = await state.processor.list_jobs(status=job_status, type=job_type, limit=limit)
+    # Each record is encoded once, and the page ends before MAX_PAGE_BYTES.
+    records: list[str] = []
+    size = 0
+    for job in jobs:
+        record = encode_json(job_to_json(job))
+        size += len(record) + 1
+        if size > MAX_PAGE_BYTES and records:
+            break
+        records.append(record)
+    truncated = "true" if len(records) < len(jobs) else "false"
+    body = f'{{"jobs":[{",".join(records)}],"count":{len(records)},"truncated":{truncated}}}\n'
+    return Response(body, 200, content_type="application/json")
 
 
 @routes.get("/jobs/<job_id>")
 async def get(job_id: str) -> Response:
     state = _state()
-    wait = wait_seconds(params(request.args, GET_PARAMS).get("wait")) if request.args else None
+    wait = None
+    if request.args:
+        wait = wait_seconds(params(request.args, GET_PARAMS, state.ignored_params).get("wait"))
     job = await state.get_job(job_id)
     if wait and not job.status.is_final:
         try:
@@ -180,7 +217,7 @@ async def get(job_id: str) -> Response:
 
 @routes.delete("/jobs/<job_id>")
 async def cancel(job_id: str) -> Response:
-    job = await _state().processor.cancel(job_id)
+    job = await _state().cancel_job(job_id)
     if job.status is _RUNNING:
         # The worker is unwinding the handler; the job ends "cancelled" in a moment.
         return json_response(

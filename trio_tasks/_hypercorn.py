@@ -1,0 +1,145 @@
+"""hypercorn as trio-tasks runs it: its configuration, and the two things it does not offer.
+
+- **Reason phrases.** hypercorn sends ``HTTP/1.1 202 `` with an empty reason phrase; clients
+  that show the status line (Go's ``resp.Status`` reads ``"202 "``) expect ``202 Accepted``.
+- **A connection limit.** hypercorn accepts connections without bound; past the open-file limit
+  ``accept`` fails and every client, ``/health`` included, waits. :data:`connection_limit`
+  connections are served at once; one more is answered ``503`` (a JSON line, ``Connection:
+  close``) and closed at once.
+
+Both are installed on hypercorn's classes by :func:`install` (idempotent, checked by the test
+suite against the hypercorn version in use): the first wraps the h11 protocol's event sending,
+the second the per-connection server the Trio worker starts.
+"""
+
+from __future__ import annotations
+
+import http
+import resource
+from collections.abc import Generator
+from typing import Any
+
+import h11
+import hypercorn.protocol.h11 as hypercorn_h11
+import hypercorn.trio.run as hypercorn_run
+import trio
+from hypercorn.config import Config as HypercornConfig
+
+from ._config import Config
+from ._logging import HypercornLogger
+
+#: Seconds in-flight HTTP requests get to finish once the server stops. Every handler answers
+#: at once (long-polls are ended first), so this only bounds slow clients.
+HTTP_GRACE = 3.0
+#: Seconds a client has to send a request's headers (hypercorn's keep-alive timer runs until
+#: they are complete) and to finish a TLS handshake.
+HEADERS_TIMEOUT = 5.0
+#: File descriptors kept for everything but client connections (Redis, logs, threads, files).
+RESERVED_FILES = 64
+#: Most connections served at once, whatever the open-file limit.
+MAX_CONNECTIONS = 4096
+
+_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
+_BUSY_BODY = b'{"error":"too many connections: the server is at its limit; retry"}\n'
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nretry-after: 1\r\nconnection: close\r\n\r\n%s"
+    % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
+def connection_limit(open_files: int | None = None) -> int:
+    """Connections served at once: below the open-file limit (``RLIMIT_NOFILE``, soft) by
+    :data:`RESERVED_FILES` plus a quarter, at most :data:`MAX_CONNECTIONS`, at least 8."""
+    if open_files is None:
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if open_files == resource.RLIM_INFINITY:
+            open_files = MAX_CONNECTIONS * 2
+    return max(8, min(MAX_CONNECTIONS, (open_files - RESERVED_FILES) * 3 // 4))
+
+
+class TrioTasksHypercornConfig(HypercornConfig):  # type: ignore[misc]
+    """hypercorn's configuration, with the limiter of the connections it serves."""
+
+    connections: trio.CapacityLimiter | None = None
+
+
+def hypercorn_config(config: Config) -> TrioTasksHypercornConfig:
+    """hypercorn's configuration for ``config``: address, TLS, timeouts, logging through
+    structlog, and the connection limit."""
+    hyper = TrioTasksHypercornConfig()
+    host = config.server_host
+    hyper.bind = [
+        f"[{host}]:{config.server_port}" if ":" in host else f"{host}:{config.server_port}"
+    ]
+    hyper.certfile = config.certfile
+    hyper.keyfile = config.keyfile
+    hyper.graceful_timeout = HTTP_GRACE
+    hyper.keep_alive_timeout = HEADERS_TIMEOUT
+    hyper.ssl_handshake_timeout = HEADERS_TIMEOUT
+    hyper.logger_class = HypercornLogger
+    hyper.accesslog = None
+    hyper.errorlog = None
+    hyper.connections = trio.CapacityLimiter(connection_limit())
+    return hyper
+
+
+def install() -> None:
+    """Give hypercorn reason phrases and the connection limit (see the module docstring)."""
+    protocol = hypercorn_h11.H11Protocol
+    if not getattr(protocol, "_trio_tasks", False):
+        send_event = protocol._send_h11_event
+
+        async def send_with_reason(self: Any, event: Any) -> None:
+            if type(event) is h11.Response and not event.reason:
+                # Built by hypercorn a moment ago and seen by no one else: filled in place.
+                object.__setattr__(event, "reason", _REASONS.get(event.status_code, b""))
+            await send_event(self, event)
+
+        protocol._send_h11_event = send_with_reason
+        protocol._trio_tasks = True
+    if not isinstance(hypercorn_run.TCPServer, type) or not issubclass(
+        hypercorn_run.TCPServer, _LimitedTCPServer
+    ):
+        _LimitedTCPServer.base = hypercorn_run.TCPServer
+        hypercorn_run.TCPServer = _LimitedTCPServer
+
+
+class _LimitedTCPServer:
+    """hypercorn's per-connection server, run only while a connection slot is free."""
+
+    base: Any = None
+
+    def __init__(self, app: Any, config: Any, context: Any, state: Any, stream: Any) -> None:
+        self.server = self.base(app, config, context, state, stream)
+        self.limiter: trio.CapacityLimiter | None = getattr(config, "connections", None)
+        self.stream = stream
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.run().__await__()
+
+    async def run(self) -> None:
+        limiter = self.limiter
+        if limiter is None:
+            await self.server.run()
+            return
+        try:
+            limiter.acquire_nowait()
+        except trio.WouldBlock:
+            await self._refuse()
+            return
+        try:
+            await self.server.run()
+        finally:
+            limiter.release()
+
+    async def _refuse(self) -> None:
+        with trio.move_on_after(1):
+            try:
+                if isinstance(self.stream, trio.SSLStream):
+                    await self.stream.do_handshake()
+                await self.stream.send_all(_BUSY)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await trio.aclose_forcefully(self.stream)
