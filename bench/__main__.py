@@ -19,12 +19,13 @@ from typing import Any
 
 import structlog
 
-from . import _http, _inprocess, _redis
+from . import _handlers, _http, _inprocess, _redis
 
 RESULTS = Path(__file__).parent / "results.json"
 
 SECTIONS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "inprocess": _inprocess.run,
+    "handlers": _handlers.run,
     "http": _http.run,
     "redis": _redis.run,
 }
@@ -93,6 +94,51 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "<= 1024 bytes",
             mem["bytes"] <= 1024,
         )
+        for w in (10, 100):
+            d = inp.get(f"sqlite_drain_{w}w")
+            if d:
+                row(
+                    f"SQLite: drain {d['jobs']:,} no-op jobs, {w} workers",
+                    f"{d['jobs_per_s']:,.0f}/s = {d['ratio']:.0%} of memory "
+                    f"({d['memory_per_s']:,.0f}/s)",
+                    ">= 50% of memory",
+                    d["ratio"] >= 0.50,
+                )
+        lat = inp.get("latency_sqlite")
+        if lat:
+            row(
+                "submit-to-start latency, SQLite",
+                f"p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms",
+                "(context)",
+                None,
+            )
+        soak = inp.get("sqlite_soak")
+        if soak:
+            row(
+                f"SQLite file size, {soak['seconds']:.0f} s soak, RESULT_TTL "
+                f"{soak['result_ttl']:.0f} s",
+                f"{soak['max_after_one_ttl'] / 1e6:.1f} MB at most after one TTL, "
+                f"{soak['last_bytes'] / 1e6:.1f} MB at the end ({soak['jobs_per_s']:,.0f} jobs/s)",
+                "bounded",
+                soak["last_bytes"] <= 1.5 * soak["max_after_one_ttl"],
+            )
+    handlers = results.get("handlers")
+    if handlers:
+        row(
+            "one middleware layer, no-op jobs",
+            f"{handlers['middleware_cost_us_per_job']:.2f} µs per job "
+            f"({handlers['noop_with_one_middleware_jobs_per_s']:,} vs "
+            f"{handlers['noop_jobs_per_s']:,} jobs/s)",
+            "(context)",
+            None,
+        )
+        row(
+            "process-isolated no-op job, 2 processes",
+            f"{handlers['isolated_noop_jobs_per_s']:,} jobs/s = "
+            f"{handlers['isolated_noop_ms_per_job_per_process']:.2f} ms per job per process",
+            "(context)",
+            None,
+        )
     http = results.get("http")
     if http:
         bare, ours = http["bare_post"], http["serve_post"]
@@ -112,6 +158,14 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "(context)",
             None,
         )
+        if "sqlite_post_ratio" in http:
+            row(
+                "  same, SQLite broker",
+                f"{http['serve_sqlite_post']['requests_per_s']:,.0f} req/s = "
+                f"{http['sqlite_post_ratio']:.0%} of the memory broker's",
+                ">= 90% of memory",
+                http["sqlite_post_ratio"] >= 0.90,
+            )
         batch, bare_batch = http["serve_batch"], http["bare_batch"]
         row(
             "POST /jobs/batch, 100 jobs per batch",

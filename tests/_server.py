@@ -25,6 +25,7 @@ def _limit_files(open_files: int) -> None:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
 
+
 #: Settings that keep an end-to-end server small and quick; tests override what they test.
 FAST_ENV = {
     "SERVER_HOST": "127.0.0.1",

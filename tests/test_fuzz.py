@@ -3,7 +3,7 @@ is JSON and below 500, and the node keeps answering.
 
 The hostile ones are the inputs that used to break a node (integers of thousands of digits, lone
 surrogates, control characters, ``//`` paths, a megabyte of tiny items); hypothesis adds random
-JSON bodies, ids and query strings (``TRIO_TASKS_FUZZ_EXAMPLES`` × 10 of each, 250 by default).
+JSON bodies, ids and query strings (``TRIO_TASKS_FUZZ_EXAMPLES`` times 10 of each, 250 by default).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
+from _server import ServerProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from _server import ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -70,8 +69,9 @@ json_values = st.recursive(
     | st.integers()
     | st.floats(allow_nan=False)
     | st.text(st.characters(codec=None), max_size=30),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
     max_leaves=20,
 )
 job_bodies = st.dictionaries(
@@ -87,8 +87,8 @@ job_bodies = st.dictionaries(
 def node(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     env = {"WORKER_MAX_CONCURRENCY": "1000000", "WORKER_NUM_WORKERS": "4"}
     if request.param == "redis":
-        env["BROKER_URL"] = request.getfixturevalue("redis_server_url") + "?namespace=fuzz-" + (
-            os.urandom(6).hex()
+        env["BROKER_URL"] = (
+            request.getfixturevalue("redis_server_url") + "?namespace=fuzz-" + (os.urandom(6).hex())
         )
     with ServerProcess(env=env) as server:
         server.wait_ready()
@@ -128,7 +128,8 @@ class Connection:
                 self.connection.close()
                 self.connection = None
             kind = response.getheader("content-type", "")
-            return response.status, kind, json.loads(raw) if raw else None
+            decoded = json.loads(raw) if raw and kind == "application/json" else raw or None
+            return response.status, kind, decoded
         raise AssertionError("unreachable")
 
 

@@ -27,9 +27,11 @@ def _alive(pid: int) -> bool:
 
 
 async def _pid_from(path: Path) -> int:
-    while not path.exists() or not path.read_text():
+    """The pid another process writes to ``path`` (no event can cross from it: poll)."""
+    file = trio.Path(path)
+    while not await file.exists() or not await file.read_text():  # noqa: ASYNC110
         await trio.sleep(0.02)
-    return int(path.read_text())
+    return int(await file.read_text())
 
 
 # -- process isolation -----------------------------------------------------------------------
@@ -160,7 +162,7 @@ async def test_a_stuck_thread_is_counted_and_others_still_run() -> None:
             # One of the two threads is stuck; the other still runs sync jobs.
             after = await p.wait((await p.submit("quick")).id)
             release.set()
-            while (await p.stats()).threads_stuck:
+            while (await p.stats()).threads_stuck:  # noqa: ASYNC110 - a thread ends it
                 await trio.sleep(0.01)
     assert job.status is JobStatus.FAILED
     assert job.error is not None

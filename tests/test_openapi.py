@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from _server import ROOT, ServerProcess
 
 import trio_tasks
-from _server import ROOT, ServerProcess
 from trio_tasks.http import create_app
 from trio_tasks.http._openapi import openapi_document
 

@@ -16,8 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-
 from _server import ROOT, ServerProcess
+
 from trio_tasks._hypercorn import connection_limit
 
 pytestmark = pytest.mark.slow
@@ -101,7 +101,9 @@ def test_tokens_rotate_and_a_read_token_only_reads(guarded: ServerProcess) -> No
     assert status == 401
     assert answer == {"error": "invalid API token"}
     assert 'error="invalid_token"' in headers["www-authenticate"]
-    assert call(guarded.url, "GET", "/stats", headers={"Authorization": f"Basic {WRITE_1}"})[0] == 401
+    assert (
+        call(guarded.url, "GET", "/stats", headers={"Authorization": f"Basic {WRITE_1}"})[0] == 401
+    )
     # No token ever reaches the logs, even at debug level.
     text = "\n".join(guarded.stdout_lines + guarded.stderr_lines)
     assert all(token not in text for token in (WRITE_1, WRITE_2, READ))
@@ -125,6 +127,19 @@ def test_the_cli_sends_its_token(guarded: ServerProcess) -> None:
     assert "HTTP 401: missing API token" in refused.stderr
     assert by_flag.returncode == 0, by_flag.stderr
     assert json.loads(by_env.stdout)["workers"] == 2
+
+
+def test_the_example_client_needs_only_the_standard_library(guarded: ServerProcess) -> None:
+    # -S: no site-packages at all, as after the README's install (no httpx, no trio-tasks).
+    run = subprocess.run(
+        [sys.executable, "-S", str(ROOT / "examples" / "client.py"), "--url", guarded.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**_clean_env(), "TRIO_TASKS_TOKEN": WRITE_2},
+    )
+    assert run.returncode == 0, run.stderr
+    assert "health: healthy" in run.stdout
 
 
 # -- origins and hosts -----------------------------------------------------------------------
@@ -157,7 +172,9 @@ def test_cross_origin_writes_are_refused_unless_listed(guarded: ServerProcess) -
 
 def test_the_host_header_is_checked(guarded: ServerProcess) -> None:
     port = urlsplit(guarded.url).port
-    ok = call(guarded.url, "GET", "/stats", token=READ, headers={"Host": f"tasks.example.org:{port}"})
+    ok = call(
+        guarded.url, "GET", "/stats", token=READ, headers={"Host": f"tasks.example.org:{port}"}
+    )
     status, _, answer = call(
         guarded.url, "GET", "/stats", token=READ, headers={"Host": "rebound.example"}
     )
@@ -256,7 +273,9 @@ def test_connections_are_bounded_below_the_open_file_limit() -> None:
             for sock in idle:
                 sock.close()
     assert refused.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
-    assert refused.endswith(b'{"error":"too many connections: the server is at its limit; retry"}\n')
+    assert refused.endswith(
+        b'{"error":"too many connections: the server is at its limit; retry"}\n'
+    )
     assert status == 200
 
 
@@ -265,7 +284,7 @@ def test_connections_are_bounded_below_the_open_file_limit() -> None:
 
 @pytest.mark.redis
 def test_broker_passwords_are_never_printed(tmp_path: Path) -> None:
-    from redis_server import RedisServer, redis_binary, skip_or_fail
+    from redis_server import redis_binary, skip_or_fail
 
     if redis_binary() is None:
         skip_or_fail("redis-server is not installed")

@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-
 from _server import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -50,7 +49,11 @@ def server() -> Iterator[ServerProcess]:
 
 
 def request(
-    url: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    url: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, str, dict[str, str], Any]:
     """One request on a fresh connection: status, reason phrase, headers, decoded JSON body."""
     parts = urlsplit(url)

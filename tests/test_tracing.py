@@ -45,7 +45,8 @@ async def test_each_attempt_is_a_span_under_the_submitters_span() -> None:
     for span in runs:
         assert span.kind is SpanKind.CONSUMER
         assert span.context.trace_id == parent.trace_id
-        assert span.parent is not None and span.parent.span_id == parent.span_id
+        assert span.parent is not None
+        assert span.parent.span_id == parent.span_id
         assert span.attributes["trio_tasks.job.id"] == job.id  # type: ignore[index]
     assert runs[0].status.status_code is StatusCode.ERROR
     assert runs[0].events[0].name == "exception"

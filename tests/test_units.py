@@ -211,10 +211,11 @@ def test_job_request_parses_every_field() -> None:
 
 
 def test_job_request_run_at_accepts_rfc3339_and_posix_seconds() -> None:
-    assert JobRequest.build(run_at="2030-01-01T00:00:00Z").run_at == 1893456000.0
-    assert JobRequest.build(run_at="2030-01-01T01:00:00+01:00").run_at == 1893456000.0
-    assert JobRequest.build(run_at="2030-01-01T00:00:00").run_at == 1893456000.0  # naive: UTC
-    assert JobRequest.build(run_at=1893456000).run_at == 1893456000.0
+    # In the past (runs now): run_at is at most 366 days ahead.
+    assert JobRequest.build(run_at="2025-01-01T00:00:00Z").run_at == 1735689600.0
+    assert JobRequest.build(run_at="2025-01-01T01:00:00+01:00").run_at == 1735689600.0
+    assert JobRequest.build(run_at="2025-01-01T00:00:00").run_at == 1735689600.0  # naive: UTC
+    assert JobRequest.build(run_at=1735689600).run_at == 1735689600.0
     assert JobRequest.build(run_at=1.5).run_at == 1.5
 
 
@@ -223,23 +224,36 @@ def test_job_request_run_at_accepts_rfc3339_and_posix_seconds() -> None:
     [
         ("type", "", "type: expected a non-empty string"),
         ("type", "  ", "type: expected a non-empty string"),
-        ("type", 5, "type: expected a non-empty string, got a number (5)"),
-        ("type", None, "type: expected a non-empty string, got null"),
+        (
+            "type",
+            5,
+            "type: expected a non-empty string of at most 200 printable characters, "
+            "got a number (5)",
+        ),
+        (
+            "type",
+            None,
+            "type: expected a non-empty string of at most 200 printable characters, got null",
+        ),
+        ("type", "a\tb", "type: expected a non-empty string of at most 200 printable"),
         ("payload", [1, 2], "payload: expected a JSON object, got an array"),
         ("payload", "text", "payload: expected a JSON object, got a string ('text')"),
         ("payload", 3, "payload: expected a JSON object, got a number (3)"),
         ("priority", "bogus", "invalid priority 'bogus'"),
         ("priority", 9, "invalid priority 9"),
         ("timeout", "abc", "timeout: expected a duration like"),
-        ("timeout", 0, "timeout: expected a duration > 0, got 0"),
-        ("timeout", "0s", "timeout: expected a duration > 0, got '0s'"),
+        ("timeout", 0, "timeout: expected a duration > 0 and at most 7 days (168h), got 0"),
+        ("timeout", "0s", "timeout: expected a duration > 0 and at most 7 days (168h), got '0s'"),
+        ("timeout", "169h", "timeout: expected a duration > 0 and at most 7 days"),
         ("timeout", -1, "timeout: expected a duration >= 0"),
         ("timeout", [5], "timeout: expected a duration string or seconds, got an array"),
         ("timeout", True, "timeout: expected a duration string or seconds, got a boolean"),
-        ("retries", -1, "retries: expected an integer >= 0, got -1"),
-        ("retries", "three", "retries: expected an integer >= 0, got 'three'"),
-        ("retries", 1.5, "retries: expected an integer >= 0, got 1.5"),
-        ("retries", True, "retries: expected an integer >= 0, got True"),
+        ("retries", -1, "retries: expected an integer from 0 to 100, got -1"),
+        ("retries", 101, "retries: expected an integer from 0 to 100, got 101"),
+        ("retries", "three", "retries: expected an integer from 0 to 100, got 'three'"),
+        ("retries", 1.5, "retries: expected an integer from 0 to 100, got 1.5"),
+        ("retries", True, "retries: expected an integer from 0 to 100, got True"),
+        ("delay", "8785h", "delay: expected a duration of at most 366 days"),
         ("delay", "later", "delay: expected a duration like"),
         ("delay", "-5s", "delay: expected a duration >= 0"),
         ("delay", {}, "delay: expected a duration string or seconds, got an object"),
@@ -247,7 +261,13 @@ def test_job_request_run_at_accepts_rfc3339_and_posix_seconds() -> None:
         ("run_at", True, "run_at: expected an RFC 3339 timestamp or POSIX seconds, got True"),
         ("run_at", [1], "run_at: expected an RFC 3339 timestamp or POSIX seconds"),
         ("job_id", "", "job_id: expected a non-empty string"),
-        ("job_id", "a/b", "job_id: expected a non-empty string of at most 200 characters"),
+        (
+            "job_id",
+            "a/b",
+            "job_id: expected a non-empty string of at most 200 printable characters",
+        ),
+        ("job_id", "a\x00b", "job_id: expected a non-empty string of at most 200 printable"),
+        ("job_id", "a\ud800", "job_id: expected a non-empty string of at most 200 printable"),
         ("job_id", "x" * 201, "job_id: expected a non-empty string of at most 200"),
         ("job_id", 42, "job_id: expected a non-empty string"),
     ],
@@ -488,8 +508,8 @@ def test_config_defaults_match_the_seed() -> None:
         ({"server_port": 70000}, "expected 0-65535, got 70000"),
         ({"workers": -1}, "expected an integer >= 0, got -1"),
         ({"max_concurrency": 0}, "expected >= 1, got 0"),
-        ({"job_timeout": 0.0}, "expected a duration > 0, got 0.0"),
-        ({"retry_attempts": -1}, "expected >= 0, got -1"),
+        ({"job_timeout": 0.0}, "expected a duration > 0 and at most 168h0m0s, got 0.0"),
+        ({"retry_attempts": -1}, "expected 0-100, got -1"),
         ({"retry_delay": -1.0}, "expected a duration >= 0, got -1.0"),
         ({"retry_delay": 10.0, "retry_max_delay": 5.0}, "expected a duration >= retry_delay (10s)"),
         ({"shutdown_timeout": -1.0}, "expected >= 0, got -1.0"),
@@ -568,7 +588,7 @@ def test_config_from_env_overrides_win() -> None:
         ),
         (
             {"WORKER_JOB_TIMEOUT": "0s"},
-            "WORKER_JOB_TIMEOUT='0s': expected a duration > 0, got 0.0",
+            "WORKER_JOB_TIMEOUT='0s': expected a duration > 0 and at most 168h0m0s, got 0.0",
         ),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud': expected one of debug, info, warning"),
         ({"SERVER_PORT": "99999"}, "SERVER_PORT='99999': expected 0-65535, got 99999"),

@@ -2,8 +2,8 @@
 
 A fresh ``trio-tasks serve`` uses it, so the seed's ``curl`` examples work without writing a
 handler. As with the seed, any other job type is accepted too: a fallback handler runs the
-same generic simulation for it. Each job sleeps for a random short time and returns a small result. Two payload keys
-steer a job, for demonstrations and tests:
+same generic simulation for it. Each job sleeps for a random short time and returns a small
+result. Two payload keys steer a job, for demonstrations and tests:
 
 - ``"duration"``: how long the work takes (``"2s"``, ``0.25``), instead of a random time;
 - ``"fail"``: ``true`` fails every attempt; an integer ``n`` fails the first ``n`` attempts and

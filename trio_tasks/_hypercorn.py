@@ -58,7 +58,7 @@ def connection_limit(open_files: int | None = None) -> int:
     return max(8, min(MAX_CONNECTIONS, (open_files - RESERVED_FILES) * 3 // 4))
 
 
-class TrioTasksHypercornConfig(HypercornConfig):  # type: ignore[misc]
+class TrioTasksHypercornConfig(HypercornConfig):
     """hypercorn's configuration, with the limiter of the connections it serves."""
 
     connections: trio.CapacityLimiter | None = None
@@ -86,7 +86,8 @@ def hypercorn_config(config: Config) -> TrioTasksHypercornConfig:
 
 def install() -> None:
     """Give hypercorn reason phrases and the connection limit (see the module docstring)."""
-    protocol = hypercorn_h11.H11Protocol
+    protocol: Any = hypercorn_h11.H11Protocol
+    run_module: Any = hypercorn_run
     if not getattr(protocol, "_trio_tasks", False):
         send_event = protocol._send_h11_event
 
@@ -98,11 +99,9 @@ def install() -> None:
 
         protocol._send_h11_event = send_with_reason
         protocol._trio_tasks = True
-    if not isinstance(hypercorn_run.TCPServer, type) or not issubclass(
-        hypercorn_run.TCPServer, _LimitedTCPServer
-    ):
-        _LimitedTCPServer.base = hypercorn_run.TCPServer
-        hypercorn_run.TCPServer = _LimitedTCPServer
+    if run_module.TCPServer is not _LimitedTCPServer:
+        _LimitedTCPServer.base = run_module.TCPServer
+        run_module.TCPServer = _LimitedTCPServer
 
 
 class _LimitedTCPServer:

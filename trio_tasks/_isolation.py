@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
-import trio_parallel
+import trio_parallel  # type: ignore[import-untyped]
 
 from ._context import JobContext
 from ._errors import PermanentError, TrioTasksError
@@ -178,7 +178,7 @@ def _rebuilt(crossed: _Crossed) -> BaseException:
     if builtin is not None:
         return builtin(crossed.message) if crossed.message else builtin()
     # Named after the original, so the job's error shows the handler's exception type.
-    rebuilt = type(crossed.type_name, (Exception,), {})(crossed.message)
+    rebuilt: BaseException = type(crossed.type_name, (Exception,), {})(crossed.message)
     return rebuilt
 
 

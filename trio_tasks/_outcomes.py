@@ -133,7 +133,7 @@ class OutcomeRecorder:
         if recording.status is RecordStatus.LEASE_LOST:
             message = "outcome not recorded: the lease was lost, another node owns the job"
         else:
-            message = "outcome not recorded: the job will run again when its lease expires"
+            message = "outcome not recorded: the job will run again"
         self._log.warning(
             message,
             job_id=job.id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
@@ -26,7 +26,7 @@ MAX_RETRIES = 100
 MAX_DELAY = 366 * 24 * 3600.0
 
 
-def valid_name(value: object) -> bool:
+def valid_name(value: object) -> TypeGuard[str]:
     """Whether ``value`` can be a job id or a job type: a non-blank string of at most
     :data:`MAX_NAME_LENGTH` printable characters (no control characters, no lone surrogates,
     which no log line or Redis key could hold)."""

@@ -45,7 +45,7 @@ def instrument(
     async def span_per_attempt(ctx: JobContext, call_next: Callable[[], Awaitable[Any]]) -> Any:
         job = ctx.job
         parent = propagate.extract(job.meta)
-        attributes = {
+        attributes: dict[str, str | int] = {
             "trio_tasks.job.id": job.id,
             "trio_tasks.job.type": job.type,
             "trio_tasks.job.priority": str(job.priority),

@@ -35,6 +35,7 @@ def make_broker(url: str, config: Config, *, logger: Any = None) -> Broker:
             max_concurrency=config.max_concurrency,
             result_ttl=config.result_ttl,
             result_max_jobs=config.result_max_jobs,
+            result_max_bytes=config.result_max_bytes,
         )
     if url.startswith("sqlite://"):
         return _sqlite_broker(url, config, logger)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import json
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +33,27 @@ _RUNNING = JobStatus.RUNNING
 _RECORDED = RecordStatus.RECORDED
 
 
+#: What a finished job costs beside its payload, result and error: the record and its indexes.
+RECORD_OVERHEAD = 512
+_encode = json.JSONEncoder(default=str).encode
+
+
+def record_size(job: Job) -> int:
+    """About how many bytes ``job`` holds: its payload, result and error message as JSON, and
+    :data:`RECORD_OVERHEAD`. The bound of byte retention (``RESULT_MAX_BYTES``)."""
+    size = RECORD_OVERHEAD
+    try:
+        if job.payload:
+            size += len(_encode(job.payload))
+        if job.result is not None:
+            size += len(_encode(job.result))
+    except (TypeError, ValueError, RecursionError):
+        size += RECORD_OVERHEAD  # not JSON (a library caller's payload): counted at least so
+    if job.error is not None:
+        size += len(job.error.message)
+    return size
+
+
 def snapshot(job: Job) -> Job:
     """A shallow copy of ``job`` that the caller may keep while the original moves on."""
     return attrs.evolve(job)
@@ -47,13 +69,25 @@ class MemoryBroker(Broker):
     heap; one scheduler task sleeps until the earliest is due.
 
     Finished jobs stay queryable for ``result_ttl`` seconds, at most ``result_max_jobs`` of
-    them, oldest evicted first.
+    them and ``result_max_bytes`` of payloads, results and errors (their JSON size), oldest
+    evicted first.
     """
 
-    def __init__(self, *, max_concurrency: int, result_ttl: float, result_max_jobs: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_concurrency: int,
+        result_ttl: float,
+        result_max_jobs: int,
+        result_max_bytes: int = 256 * 1_048_576,
+    ) -> None:
         self.max_concurrency = max_concurrency
         self.result_ttl = result_ttl
         self.result_max_jobs = result_max_jobs
+        self.result_max_bytes = result_max_bytes
+        #: The size of each finished job (see :func:`record_size`) and their sum.
+        self._sizes: dict[str, int] = {}
+        self._finished_bytes = 0
         self._clock: WallClock | None = None
         self._host: BrokerHost | None = None
         self._jobs: dict[str, Job] = {}
@@ -278,6 +312,8 @@ class MemoryBroker(Broker):
         job.completed_at = now
         self._unfinished -= 1
         self._finished.append((now, job.id))
+        size = self._sizes[job.id] = record_size(job)
+        self._finished_bytes += size
         waiter = self._waiters.pop(job.id, None)
         if waiter is not None:
             waiter.set()
@@ -286,9 +322,22 @@ class MemoryBroker(Broker):
     def _evict(self, now: float) -> None:
         finished = self._finished
         horizon = now - self.result_ttl
-        while finished and (len(finished) > self.result_max_jobs or finished[0][0] <= horizon):
+        while finished and (
+            len(finished) > self.result_max_jobs
+            or finished[0][0] <= horizon
+            or self._finished_bytes > self.result_max_bytes
+        ):
             _, job_id = finished.popleft()
             self._jobs.pop(job_id, None)
+            self._finished_bytes -= self._sizes.pop(job_id, 0)
+
+    def _restore_finished(self, job: Job) -> None:
+        """Keep ``job``, final already (reloaded from the SQLite broker's file, in the order
+        jobs finished), for lookups and retention, as if it had finished at ``completed_at``."""
+        self._jobs[job.id] = job
+        self._finished.append((job.completed_at or 0.0, job.id))
+        size = self._sizes[job.id] = record_size(job)
+        self._finished_bytes += size
 
     # -- lookups and cancellation ----------------------------------------------------------
 

@@ -1,11 +1,12 @@
 """The SQLite broker: the memory broker's channels for dispatch, an SQLite journal for
 durability (``BROKER_URL=sqlite:///jobs.db``).
 
-Every change of a job is written to the journal (:mod:`._sqlite_journal`, :mod:`._sqlite_store`)
-*before* it takes effect in memory: a submission is admitted only once its rows are committed,
-and an outcome counts only once it is. Reads (``get``, ``list_jobs``, ``wait``, ``counts``) never
-touch the file. On start the journal is read back: queued and scheduled jobs return to their
-queues in their order, jobs that were running count that attempt as interrupted.
+Every change of a job is written to the journal (:mod:`._sqlite_journal`, group commit;
+:mod:`._sqlite_store`, the file). A submission is admitted only once its rows are committed;
+starts, outcomes and cancellations are written behind, within milliseconds. Reads (``get``,
+``list_jobs``, ``wait``, ``counts``) never touch the file. On start the journal is read back:
+queued and scheduled jobs return to their queues in their order, jobs that were running count
+that attempt as interrupted and run again by the usual retry rules.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class SqliteBroker(MemoryBroker):
             max_concurrency=max(max_concurrency, len(unfinished)),
             result_ttl=result_ttl,
             result_max_jobs=result_max_jobs,
+            result_max_bytes=result_max_bytes,
         )
         self.max_concurrency = max_concurrency
         self._committing: dict[str, Job] = {}
@@ -188,7 +190,7 @@ class SqliteBroker(MemoryBroker):
         self._place(unfinished)
         finished = sorted((j for j in jobs if j.status.is_final), key=lambda j: j.completed_at or 0)
         for job in finished:
-            self._finished.append((job.completed_at or 0.0, job.id))
+            self._restore_finished(job)
         self._log.info(
             "job database opened",
             path=str(self._journal.store.path),

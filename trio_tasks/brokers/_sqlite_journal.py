@@ -1,9 +1,9 @@
-"""Group commit: the SQLite broker's writes, batched, committed from one thread.
+"""Group commit: the SQLite broker's writes, batched, committed from a thread.
 
 Tasks :meth:`Journal.put` jobs into the current batch. When a commit starts, it encodes each
-job of the batch as it is then (in the event loop: the jobs are live objects), and one thread
-writes them all with one SQL statement (a capacity limiter of one keeps the single connection
-on one thread at a time); jobs put meanwhile go into the next batch. A job put several times
+job of the batch as it is then (in the event loop: the jobs are live objects), and a thread
+writes them all with one SQL statement; jobs put meanwhile go into the next batch. One commit
+runs at a time, so the one connection is used by one thread at a time. A job put several times
 before a commit (started, then finished) is encoded and written once.
 
 Two kinds of writers:
@@ -25,8 +25,10 @@ import json
 import math
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import NamedTuple
+from functools import partial
+from typing import NamedTuple, TypeVar
 
+import outcome
 import trio
 
 from .._job import Job, job_to_record
@@ -41,6 +43,8 @@ RETRY_INTERVAL = 1.0
 #: after a crash because their outcome was not written yet.
 FLUSH_DELAY = 0.01
 
+T = TypeVar("T")
+
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _quote = json.encoder.encode_basestring_ascii
 
@@ -54,6 +58,31 @@ def encode_record(job: Job) -> bytes:
         # Results and payloads are checked for JSON on their way in; progress is not.
         record["progress"] = repr(record["progress"])
         return _encode(record).encode()
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a thread and return its result; not cancellable (the caller shields).
+
+    Like :func:`trio.to_thread.run_sync` without its capacity limiter, whose acquisition is a
+    schedule point: on a busy loop that costs a whole round of every runnable task (milliseconds)
+    before the thread even starts, on every commit. Commits are one at a time anyway
+    (:meth:`Journal.commit`), so the one connection is never used by two threads at once.
+    """
+    token = trio.lowlevel.current_trio_token()
+    done = trio.Event()
+    results: list[outcome.Outcome[T]] = []
+
+    def deliver(result: outcome.Outcome[T]) -> None:
+        # In the thread: hand the result back to the event loop.
+        def wake() -> None:
+            results.append(result)
+            done.set()
+
+        token.run_sync_soon(wake)
+
+    trio.lowlevel.start_thread_soon(fn, deliver, name="trio-tasks sqlite journal")
+    await done.wait()
+    return results[0].unwrap()
 
 
 class _Row(NamedTuple):
@@ -110,7 +139,6 @@ class Journal:
         self._rows = rows
         self._next_row = itertools.count(max(rows.values(), default=0) + 1)
         self._queued = itertools.count(last_queued + 1)
-        self._limiter = trio.CapacityLimiter(1)
         self._batch = _Batch()
         self._writing: trio.Event | None = None
         self._dirty = trio.Event()
@@ -195,8 +223,6 @@ class Journal:
         self._writing = writing = trio.Event()
         batch = self._batch
         try:
-            # Let the tasks that are ready now put their rows first, to share this commit.
-            await trio.lowlevel.cancel_shielded_checkpoint()
             batch = self._batch
             self._batch = _Batch()
             retention = None
@@ -206,9 +232,7 @@ class Journal:
                 retention = self._retention(now)
             rows, records = self._pack(batch.jobs.values())
             if rows != "[]" or retention is not None:
-                written = await trio.to_thread.run_sync(
-                    self.store.write, rows, records, retention, limiter=self._limiter
-                )
+                written = await in_thread(partial(self.store.write, rows, records, retention))
                 batch.error = self.error = written.error
                 for job_id, n in written.deleted:
                     # Forgotten by retention; not if its id came back (a new job) meanwhile.
@@ -244,5 +268,5 @@ class Journal:
             return None
         self._closed = True
         error = await self.commit()
-        await trio.to_thread.run_sync(self.store.close, limiter=self._limiter)
+        await in_thread(self.store.close)
         return error

@@ -23,6 +23,15 @@ CLUSTER_AVAILABLE = "available"
 CLUSTER_UNAVAILABLE = "unavailable"
 
 _COUNTERS = ("submitted", "completed", "failed", "retried", "cancelled")
+#: The seed's fields of ``GET /stats``, which its clients decode: answered exactly.
+SEED_STATS = (
+    "jobs_submitted",
+    "jobs_completed",
+    "jobs_failed",
+    "workers_active",
+    "queue_size",
+    "uptime",
+)
 
 
 def live_nodes(
@@ -65,6 +74,7 @@ def stats_json(stats: ProcessorStats, shutting_down: bool) -> dict[str, Any]:
         "run_time_seconds": stats.run_time.to_json(),
         "uptime": _uptime(stats.uptime),
         "uptime_seconds": round(stats.uptime, 3),
+        "threads_stuck": stats.threads_stuck,
     }
     return body
 
@@ -96,6 +106,7 @@ def _figures(
         "queue_wait_seconds": stats.queue_wait.to_json(),
         "run_time_seconds": stats.run_time.to_json(),
         "uptime_seconds": round(stats.uptime, 3),
+        "threads_stuck": stats.threads_stuck,
         "shutting_down": shutting_down,
     }
 

@@ -41,8 +41,8 @@ _CORS_HEADERS = "Authorization, Content-Type"
 _CORS_MAX_AGE = "600"
 
 
-def guarded(app: App, config: Config) -> App:
-    """``app`` behind a :class:`Guard` for ``config``."""
+def guarded(app: Any, config: Config) -> Any:
+    """``app`` (an ASGI application) behind a :class:`Guard` for ``config``."""
     return Guard(app, config)
 
 

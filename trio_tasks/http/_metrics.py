@@ -87,6 +87,11 @@ class Metrics:
         self._workers = Gauge("workers", "Worker tasks of this node", **_g(namespace, registry))
         self._busy = Gauge("workers_busy", "Workers running a job now", **_g(namespace, registry))
         self._uptime = Gauge("uptime_seconds", "Seconds since start", **_g(namespace, registry))
+        self._stuck = Gauge(
+            "threads_stuck",
+            "Threads still running the handler of a job that timed out or was cancelled",
+            **_g(namespace, registry),
+        )
         self._cluster = _ClusterGauges(namespace)
         registry.register(self._cluster)
         # Labelled children are cached: ``labels()`` takes a lock and builds a key every call.
@@ -131,6 +136,7 @@ class Metrics:
         self._workers.set(len(stats.workers))
         self._busy.set(stats.workers_busy)
         self._uptime.set(stats.uptime)
+        self._stuck.set(stats.threads_stuck)
         # No checkpoint between these two lines: a concurrent scrape cannot swap the snapshot.
         self._cluster.stats = stats
         return generate_latest(self.registry)

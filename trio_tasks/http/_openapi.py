@@ -12,10 +12,12 @@ from typing import Any
 
 from .._config import Config, split_list
 from .._job import JobStatus, Priority
-from .._request import MAX_DELAY, MAX_NAME_LENGTH, MAX_RETRIES, MAX_TIMEOUT
+from .._request import MAX_NAME_LENGTH, MAX_RETRIES
 from ._input import DEFAULT_LIST_LIMIT, MAX_BATCH, MAX_LIST_LIMIT, MAX_WAIT
+from ._openapi_schemas import REF as _REF
+from ._openapi_schemas import name_schema as _name_schema
+from ._openapi_schemas import schemas
 
-_REF = "#/components/schemas/"
 _JSON = "application/json"
 
 
@@ -150,7 +152,7 @@ def _document(tokens: bool, metrics_public: bool, max_body_size: int) -> dict[st
             '{"error": "<message>"}. See docs/api.md.',
         },
         "paths": paths,
-        "components": {"schemas": _schemas(), "responses": {}},
+        "components": {"schemas": schemas(), "responses": {}},
     }
     if tokens:
         document["components"]["securitySchemes"] = {
@@ -226,40 +228,6 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema}
 
 
-_CONTROL = r"\u0000-\u001f\u007f-\u009f"
-_ALLOWED = f"[^{_CONTROL}/]"
-
-
-def _name_schema() -> dict[str, Any]:
-    # Printable characters (no control characters) and no "/": what JobRequest accepts.
-    return {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": MAX_NAME_LENGTH,
-        "pattern": f"^{_ALLOWED}*[^\\s{_CONTROL}/]{_ALLOWED}*$",
-    }
-
-
-def _priority_schema() -> dict[str, Any]:
-    names = [str(p) for p in Priority]
-    return {
-        "oneOf": [
-            {"type": "string", "enum": names + [str(int(p)) for p in Priority]},
-            {"type": "integer", "minimum": 1, "maximum": 4},
-        ]
-    }
-
-
-def _duration_schema(maximum: float) -> dict[str, Any]:
-    return {
-        "description": f"a Go duration (30s, 1h30m) or seconds, at most {maximum:g} seconds",
-        "oneOf": [
-            {"type": "number", "minimum": 0, "maximum": maximum},
-            {"type": "string", "pattern": r"^\d{1,6}(\.\d{1,3})?(ms|s|m|h)?$"},
-        ],
-    }
-
-
 def _submit_params() -> list[dict[str, Any]]:
     return [
         _query("type", {"type": "string", "maxLength": MAX_NAME_LENGTH}),
@@ -270,165 +238,3 @@ def _submit_params() -> list[dict[str, Any]]:
         _query("run_at", {"type": "string"}),
         _query("job_id", _name_schema()),
     ]
-
-
-def _schemas() -> dict[str, Any]:
-    string, integer, number = {"type": "string"}, {"type": "integer"}, {"type": "number"}
-    nullable_string = {"type": ["string", "null"]}
-    percentiles = {"type": "object"}
-    return {
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {"error": string},
-        },
-        "Index": {
-            "type": "object",
-            "required": ["name", "endpoints", "job_types"],
-            "properties": {
-                "name": string,
-                "endpoints": {"type": "array", "items": string},
-                "job_types": {"type": "array", "items": string},
-            },
-        },
-        "Health": {
-            "type": "object",
-            "required": ["status", "timestamp"],
-            "properties": {
-                "status": {"enum": ["healthy", "unhealthy", "shutting_down"]},
-                "timestamp": string,
-                "reason": string,
-            },
-        },
-        "Stats": {
-            "type": "object",
-            "required": [
-                "jobs_submitted",
-                "jobs_completed",
-                "jobs_failed",
-                "workers_active",
-                "queue_size",
-                "uptime",
-            ],
-            "properties": {
-                "jobs_submitted": integer,
-                "jobs_completed": integer,
-                "jobs_failed": integer,
-                "workers_active": integer,
-                "queue_size": integer,
-                "uptime": string,
-                "queue_wait_seconds": percentiles,
-                "run_time_seconds": percentiles,
-            },
-        },
-        "Workers": {
-            "type": "object",
-            "required": ["workers", "busy", "idle", "details"],
-            "properties": {
-                "workers": integer,
-                "busy": integer,
-                "idle": integer,
-                "details": {"type": "array", "items": {"type": "object"}},
-            },
-        },
-        "JobRequest": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "type": {**_name_schema(), "default": "default"},
-                "priority": _priority_schema(),
-                "payload": {"type": "object", "description": "at most 100 levels deep"},
-                "timeout": _duration_schema(MAX_TIMEOUT),
-                "retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES},
-                "delay": _duration_schema(MAX_DELAY),
-                "run_at": {
-                    "description": "RFC 3339 or POSIX seconds, at most "
-                    f"{MAX_DELAY:g} seconds from now (not with delay)",
-                    "oneOf": [
-                        {"type": "string", "format": "date-time"},
-                        {"type": "number", "minimum": 0},
-                    ],
-                },
-                "job_id": _name_schema(),
-            },
-        },
-        "Admitted": {
-            "type": "object",
-            "required": ["job_id", "status", "type", "priority"],
-            "properties": {
-                "job_id": string,
-                "status": {"enum": ["submitted", "exists"]},
-                "type": string,
-                "priority": {"enum": [str(p) for p in Priority]},
-            },
-        },
-        "BatchAdmitted": {
-            "type": "object",
-            "required": ["jobs", "submitted", "existing"],
-            "properties": {
-                "jobs": {"type": "array", "items": {"$ref": _REF + "Admitted"}},
-                "submitted": integer,
-                "existing": integer,
-            },
-        },
-        "Job": {
-            "type": "object",
-            "required": [
-                "id",
-                "type",
-                "priority",
-                "payload",
-                "status",
-                "attempts",
-                "max_attempts",
-                "timeout",
-                "created_at",
-            ],
-            "properties": {
-                "id": string,
-                "type": string,
-                "priority": {"enum": [str(p) for p in Priority]},
-                "payload": {"type": "object"},
-                "status": {"enum": [s.value for s in JobStatus]},
-                "attempts": integer,
-                "max_attempts": integer,
-                "timeout": number,
-                "created_at": string,
-                "run_at": nullable_string,
-                "started_at": nullable_string,
-                "completed_at": nullable_string,
-                "worker_id": nullable_string,
-                "error": {
-                    "oneOf": [
-                        {"type": "null"},
-                        {
-                            "type": "object",
-                            "required": ["message", "type"],
-                            "properties": {"message": string, "type": string},
-                        },
-                    ]
-                },
-            },
-        },
-        "JobList": {
-            "type": "object",
-            "required": ["jobs", "count", "truncated"],
-            "properties": {
-                "jobs": {"type": "array", "items": {"$ref": _REF + "Job"}},
-                "count": integer,
-                "truncated": {
-                    "type": "boolean",
-                    "description": "true when the page ended early, at 4 MiB of records",
-                },
-            },
-        },
-        "Cancelled": {
-            "type": "object",
-            "required": ["job_id", "status", "job"],
-            "properties": {
-                "job_id": string,
-                "status": {"enum": ["cancelled", "cancelling"]},
-                "job": {"$ref": _REF + "Job"},
-            },
-        },
-    }
