@@ -515,7 +515,7 @@ def test_config_defaults_match_the_seed() -> None:
         ({"shutdown_timeout": -1.0}, "expected >= 0, got -1.0"),
         ({"log_level": "loud"}, "expected debug|info|warning|error|critical, got 'loud'"),
         ({"log_format": "xml"}, "expected json|console, got 'xml'"),
-        ({"broker_url": "http://x"}, "expected memory:// or redis://host:port/db"),
+        ({"broker_url": "http://x"}, "expected memory://, sqlite:///path.db, redis://host:port/db"),
         ({"result_ttl": 0.0}, "expected a duration > 0, got 0.0"),
         ({"result_max_jobs": 0}, "expected >= 1, got 0"),
     ],
@@ -592,7 +592,7 @@ def test_config_from_env_overrides_win() -> None:
         ),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud': expected one of debug, info, warning"),
         ({"SERVER_PORT": "99999"}, "SERVER_PORT='99999': expected 0-65535, got 99999"),
-        ({"BROKER_URL": "kafka://x"}, "BROKER_URL='kafka://x': expected memory:// or redis://"),
+        ({"BROKER_URL": "kafka://x"}, "BROKER_URL='kafka://x': expected memory://, sqlite://"),
         ({"RESULT_MAX_JOBS": "-3"}, "RESULT_MAX_JOBS='-3': expected >= 1, got -3"),
     ],
 )

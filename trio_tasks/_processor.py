@@ -25,9 +25,10 @@ from ._log import library_logger
 from ._logging import log_enabled
 from ._outcomes import OutcomeRecorder
 from ._registry import TaskRegistry
-from ._request import JobRequest, new_job_id
+from ._request import JobRequest
 from ._runner import cancelled, run_attempt
 from ._stats import LatencyWindow, ProcessorStats, WorkerState, WorkerStats
+from ._submission import new_job, run_submit_hooks
 from ._threads import ThreadRunner
 from ._watchdog import LoopWatchdog
 from .brokers import make_broker
@@ -224,10 +225,11 @@ class Processor:
         if self._closing:
             raise ShuttingDown()
         now = self._require_clock().now()
-        jobs = [self._new_job(request, now) for request in requests]
-        if self.registry.submit_hooks:
+        registry, config = self.registry, self.config
+        jobs = [new_job(registry, config, request, now) for request in requests]
+        if registry.submit_hooks:
             for job in jobs:
-                self._run_submit_hooks(job)
+                run_submit_hooks(registry, job, self._log)
         admissions = await self.broker.enqueue(jobs)
         counts = self._counts
         for admission in admissions:
@@ -247,33 +249,6 @@ class Processor:
         # loop of submissions lets the workers run. Shielded: the jobs are admitted already.
         await trio.lowlevel.cancel_shielded_checkpoint()
         return admissions
-
-    def _run_submit_hooks(self, job: Job) -> None:
-        for hook in self.registry.submit_hooks:
-            try:
-                hook(job)
-            except Exception:
-                # A tracing hook must not turn a good submission into an error.
-                self._log.exception("submit hook failed", hook=repr(hook), job_id=job.id)
-        # What crosses to other nodes is text: keep the entries so.
-        job.meta = {str(key): str(value) for key, value in job.meta.items()}
-
-    def _new_job(self, request: JobRequest, now: float) -> Job:
-        spec = self.registry.get(request.type)
-        retries = _first(request.retries, spec.retries, self.config.retry_attempts)
-        run_at = request.run_at
-        if request.delay is not None:
-            run_at = now + request.delay
-        return Job(
-            id=request.job_id or new_job_id(),
-            type=request.type,
-            priority=request.priority,
-            payload=request.payload,
-            max_attempts=retries + 1,
-            timeout=_first(request.timeout, spec.timeout, self.config.job_timeout),
-            created_at=now,
-            run_at=run_at,
-        )
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -442,10 +417,3 @@ class Processor:
         if self.clock is None:
             raise RuntimeError("the processor is not running: use open_processor() or run()")
         return self.clock
-
-
-def _first(*values: Any) -> Any:
-    for value in values:
-        if value is not None:
-            return value
-    return None

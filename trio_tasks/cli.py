@@ -182,9 +182,10 @@ def _run_node(args: argparse.Namespace, *, http: bool) -> int:
         name = "--broker" if flags["broker_url"] else "BROKER_URL"
         # The start-up log line hides a password in the URL; so does this one.
         raise _UsageError(f"{name}={redact_url(config.broker_url)!r}: {redact(str(exc))}") from None
-    if not http and config.broker_url.startswith("memory://"):
+    if not http and config.broker_url.startswith(("memory://", "sqlite://")):
+        scheme = config.broker_url.partition("://")[0]
         log.warning(
-            "worker with the memory:// broker: no other process can submit jobs to it",
+            f"worker with the {scheme}:// broker: no other process can submit jobs to it",
             hint="set BROKER_URL=redis://host:port/0 on this worker and on the API nodes",
         )
     try:
