@@ -43,6 +43,7 @@ JOB_FIELDS = {
     "error",
     "progress",
     "meta",
+    "errors",
 }
 
 

@@ -33,6 +33,7 @@ async def test_the_index_lists_every_route() -> None:
     served = set()
     for rule in app.url_map.iter_rules():
         path = re.sub(r"<(\w+:)?job_id>", "{id}", rule.rule)
+        path = re.sub(r"<(\w+:)?name>", "{name}", path)
         served |= {f"{method} {path}" for method in rule.methods or () if method in _METHODS}
     assert served - {"GET /"} == set(_routes.ENDPOINTS)
 

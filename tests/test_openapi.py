@@ -21,6 +21,16 @@ import trio_tasks
 from trio_tasks.http import create_app
 from trio_tasks.http._openapi import openapi_document
 
+#: The schemathesis warnings that fail the run: every kind but ``missing_test_data``.
+WARNINGS = (
+    "missing_auth",
+    "base_url_mismatch",
+    "validation_mismatch",
+    "missing_deserializer",
+    "unused_openapi_auth",
+    "unsupported_regex",
+    "method_not_allowed",
+)
 #: The checks every answer must pass: no server error, and nothing the document does not say.
 CHECKS = (
     "not_a_server_error",
@@ -37,7 +47,7 @@ async def test_the_document_describes_every_route() -> None:
     async with trio_tasks.open_processor(trio_tasks.demo_registry(), workers=0) as processor:
         app = create_app(processor)
         rules = {
-            (rule.rule.replace("<job_id>", "{id}"), method.lower())
+            (rule.rule.replace("<job_id>", "{id}").replace("<name>", "{name}"), method.lower())
             for rule in app.url_map.iter_rules()
             for method in rule.methods or ()
             if method not in ("HEAD", "OPTIONS")
@@ -77,7 +87,11 @@ def test_schemathesis_finds_no_5xx_and_no_answer_off_the_document(
     schemathesis = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     if schemathesis is None:
         pytest.skip("schemathesis is not installed (pip install -e '.[test]')")
-    env = {"WORKER_MAX_CONCURRENCY": "1000000"}
+    env = {
+        "WORKER_MAX_CONCURRENCY": "1000000",
+        # Schedules that exist, for /schedules/{name}/pause and /resume.
+        "SCHEDULES_FILE": str(ROOT / "examples" / "schedules.toml"),
+    }
     headers: list[str] = []
     if broker == "redis":
         env["BROKER_URL"] = request.getfixturevalue("redis_url")
@@ -103,6 +117,10 @@ def test_schemathesis_finds_no_5xx_and_no_answer_off_the_document(
                 "--seed",
                 "20261130",
                 "--no-color",
+                # Routes that take an id answer 404 to the ids the fuzzer invents: that is
+                # their contract, not missing test data (the stateful phase uses real ids).
+                "--warnings",
+                ",".join(WARNINGS),
             ],
             capture_output=True,
             text=True,
@@ -116,7 +134,7 @@ def test_schemathesis_finds_no_5xx_and_no_answer_off_the_document(
         )
         alive = node.process.poll() is None
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-    assert "No issues found" in run.stdout
+    assert "No issues found" in run.stdout, run.stdout[-8000:]
     assert alive
     errors = [r for r in node.records if r["level"] in ("error", "critical")]
     assert errors == []

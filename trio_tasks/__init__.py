@@ -17,6 +17,7 @@ from ._errors import BrokerUnavailable as BrokerUnavailable
 from ._errors import InvalidValue as InvalidValue
 from ._errors import JobAlreadyFinished as JobAlreadyFinished
 from ._errors import JobNotFound as JobNotFound
+from ._errors import JobNotRetryable as JobNotRetryable
 from ._errors import PermanentError as PermanentError
 from ._errors import QueueFull as QueueFull
 from ._errors import Retry as Retry
@@ -61,6 +62,7 @@ __all__ = [
     "JobContext",
     "JobError",
     "JobNotFound",
+    "JobNotRetryable",
     "JobRequest",
     "JobStatus",
     "NodeView",

@@ -115,3 +115,23 @@ def _error_text(raw: bytes) -> str:
 
 def _print(value: Any) -> None:
     print(json.dumps(value, indent=2))
+
+
+def schedules(args: argparse.Namespace) -> int:
+    """Print ``GET /schedules`` as a table, one schedule a line."""
+    rows = [("NAME", "EXPRESSION", "TIMEZONE", "NEXT RUN", "PAUSED", "LAST JOB")]
+    for entry in _call(args, "GET", "/schedules")["schedules"]:
+        rows.append(
+            (
+                str(entry["name"]),
+                str(entry["expression"]),
+                str(entry["timezone"]),
+                str(entry["next_run"]),
+                "yes" if entry["paused"] else "no",
+                str(entry["last_job_id"] or "-"),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]))
+    return 0

@@ -82,6 +82,17 @@ class JobAlreadyFinished(TrioTasksError, RuntimeError):
         super().__init__(f"job {job_id!r} is already {status}")
 
 
+class JobNotRetryable(TrioTasksError, RuntimeError):
+    """The job is neither failed nor cancelled, so it cannot be queued again."""
+
+    def __init__(self, job_id: str, status: str) -> None:
+        self.job_id = job_id
+        self.status = status
+        super().__init__(
+            f"job {job_id!r} is {status}: only a failed or cancelled job can be retried"
+        )
+
+
 class Retry(TrioTasksError):  # a control-flow signal, named for what the handler asks
     """Raised by a handler to fail this attempt and retry after ``delay`` seconds.
 

@@ -119,6 +119,9 @@ class Job:
     #: String entries added at submission by submit hooks (trace context, say); they travel
     #: with the job to the node that runs it.
     meta: dict[str, str] = attrs.field(factory=dict)
+    #: The final error of each earlier run of a job queued again after it failed or was
+    #: cancelled (``POST /jobs/{id}/retry``), oldest first: ``{attempt, time, type, message}``.
+    errors: list[dict[str, Any]] = attrs.field(factory=list)
 
 
 def queue_wait(job: Job) -> float | None:
@@ -243,6 +246,12 @@ JOB_FIELDS: tuple[JobField, ...] = (
         fallback={},
         optional=True,
     ),
+    JobField(
+        "errors",
+        from_record=lambda v: [] if v is None else _typed(list)(v),
+        fallback=[],
+        optional=True,
+    ),
 )
 
 #: The keys of a stored record: the schema version, then :data:`JOB_FIELDS`.
@@ -285,6 +294,36 @@ def job_from_record(record: Mapping[str, Any]) -> Job:
         except (TypeError, ValueError) as exc:
             raise InvalidValue(f"malformed job record: field {f.name!r}: {exc}") from None
     return Job(**values)
+
+
+#: Statuses a job may be queued again from (``POST /jobs/{id}/retry``).
+RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def requeued(job: Job) -> Job:
+    """A copy of ``job`` (failed or cancelled) made ready to be queued again under its id: fresh
+    attempts, no result, no error, its last error (or its cancellation) appended to ``errors``.
+    The broker sets the status as it queues it."""
+    error = job.error
+    entry = {
+        "attempt": job.attempts,
+        "time": format_time(job.completed_at),
+        "type": error.type if error is not None else "Cancelled",
+        "message": error.message if error is not None else "cancelled",
+    }
+    return attrs.evolve(
+        job,
+        status=JobStatus.PENDING,
+        attempts=0,
+        run_at=None,
+        started_at=None,
+        completed_at=None,
+        worker_id=None,
+        result=None,
+        error=None,
+        progress=None,
+        errors=[*job.errors, entry],
+    )
 
 
 #: ``JobError.type`` of a job whose stored record could not be decoded.

@@ -32,6 +32,7 @@ async def open_processor(
     shutdown_timeout: Duration | None = None,
     result_ttl: Duration | None = None,
     result_max_jobs: int | None = None,
+    failed_ttl: Duration | None = None,
     loop_block_warning: Duration | None = None,
     logger: Any = None,
     rng: random.Random | None = None,
@@ -60,6 +61,7 @@ async def open_processor(
         "shutdown_timeout": shutdown_timeout,
         "result_ttl": result_ttl,
         "result_max_jobs": result_max_jobs,
+        "failed_ttl": failed_ttl,
         "loop_block_warning": loop_block_warning,
     }
     if isinstance(broker, str):

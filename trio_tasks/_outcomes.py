@@ -57,7 +57,9 @@ class OutcomeRecorder:
         self._log = log
         self._listeners = listeners
         self._rng = rng
-        self.counts = dict.fromkeys(("submitted", "completed", "failed", "retried", "cancelled"), 0)
+        self.counts = dict.fromkeys(
+            ("submitted", "completed", "failed", "retried", "cancelled", "requeued"), 0
+        )
 
     async def record(self, delivery: Delivery, attempt: Attempt) -> bool | None:
         """Record ``attempt`` of ``delivery``'s job; return whether it succeeded, or ``None`` if

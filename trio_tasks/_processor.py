@@ -18,7 +18,8 @@ from ._calling import HandlerCaller
 from ._clock import WallClock
 from ._config import Config
 from ._context import JobContext
-from ._errors import BrokerUnavailable, JobNotFound, ShuttingDown
+from ._dead_letter import RETRY_MAX, RETRY_SCAN, RetryBatch, parse_since, pick_failed
+from ._errors import BrokerUnavailable, JobNotFound, JobNotRetryable, ShuttingDown
 from ._isolation import open_process_runner
 from ._job import Job, JobStatus, Priority, queue_wait
 from ._log import library_logger
@@ -27,6 +28,7 @@ from ._outcomes import OutcomeRecorder
 from ._registry import TaskRegistry
 from ._request import JobRequest
 from ._runner import cancelled, run_attempt
+from ._schedule_loop import run_processor_schedules
 from ._stats import LatencyWindow, ProcessorStats, WorkerState, WorkerStats
 from ._submission import new_job, run_submit_hooks
 from ._threads import ThreadRunner
@@ -148,6 +150,10 @@ class Processor:
             if watchdog is not None:
                 nursery.start_soon(watchdog.run)
             await nursery.start(self.broker.run, self)
+            # Periodic jobs: on every node that runs jobs; stopped as soon as a shutdown starts.
+            ticking = trio.CancelScope()
+            if self.registry.schedules and self._workers:
+                nursery.start_soon(run_processor_schedules, self, ticking, self._log)
             async with trio.open_nursery() as workers:
                 self._worker_scope = workers.cancel_scope
                 workers.cancel_scope.deadline = self._grace_deadline
@@ -155,6 +161,7 @@ class Processor:
                     workers.start_soon(self._worker, state, name=f"trio_tasks {state.id}")
                 task_status.started()
                 await self._stop_requested.wait()
+                ticking.cancel()
                 # Idle workers stop now; busy ones finish their job within the grace period.
                 for state in self._workers:
                     if state.scope is not None and state.current_job is None:
@@ -296,6 +303,56 @@ class Processor:
         if not outcome.running:
             self._outcomes.announce("cancelled", outcome.job, None)
         return outcome.job
+
+    # -- failed jobs (the dead-letter list) ------------------------------------------------
+
+    async def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again under its id, with fresh attempts; its last
+        error is kept in ``errors``. Returns the job as queued (``pending``).
+
+        Raises:
+            JobNotFound: unknown id, or expired from retention (``FAILED_TTL``).
+            JobNotRetryable: the job is not failed or cancelled.
+            QueueFull: the admission bound is reached.
+            ShuttingDown: the processor is stopping.
+        """
+        if self._closing:
+            await trio.lowlevel.checkpoint()
+            raise ShuttingDown()
+        job = await self.broker.retry(job_id)
+        self._outcomes.announce("requeued", job, None)
+        return job
+
+    async def retry_failed(
+        self,
+        *,
+        type: str | None = None,
+        since: str | float | None = None,
+        limit: int = RETRY_MAX,
+    ) -> RetryBatch:
+        """Queue again the failed jobs of ``type`` (any if ``None``) that failed ``since`` (an
+        RFC 3339 time, or a duration like ``"1h"`` ago), newest first, at most ``limit`` (and
+        :data:`~trio_tasks._dead_letter.RETRY_MAX`) per call; ``more`` in the answer says
+        that others matched: call again. Jobs queued again by someone else meanwhile are
+        skipped.
+
+        Raises:
+            InvalidValue: a malformed ``since``.
+            QueueFull: the admission bound was reached (jobs queued before it stay queued).
+        """
+        moment = parse_since(since, self._require_clock().now())
+        limit = max(0, min(limit, RETRY_MAX))
+        found = await self.broker.list_jobs(
+            status=JobStatus.FAILED, job_type=type, limit=RETRY_SCAN
+        )
+        picked, more = pick_failed(found, moment, limit)
+        queued: list[Job] = []
+        for job in picked:
+            try:
+                queued.append(await self.retry(job.id))
+            except (JobNotFound, JobNotRetryable):
+                continue
+        return RetryBatch(tuple(queued), more)
 
     async def stats(self) -> ProcessorStats:
         """Return a snapshot of the counters and queue figures."""

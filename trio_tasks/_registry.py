@@ -10,6 +10,7 @@ import attrs
 
 from ._durations import parse_duration
 from ._errors import InvalidValue, UnknownJobType
+from ._schedules import Schedule, build_schedule
 
 if TYPE_CHECKING:
     from ._context import JobContext
@@ -68,6 +69,8 @@ class TaskRegistry:
     middlewares: list[Middleware] = attrs.field(factory=list, init=False)
     #: Hooks called for every new job before it is admitted.
     submit_hooks: list[SubmitHook] = attrs.field(factory=list, init=False)
+    #: Periodic jobs by name (see :meth:`schedule`).
+    schedules: dict[str, Schedule] = attrs.field(factory=dict, init=False)
 
     def task(
         self,
@@ -118,6 +121,48 @@ class TaskRegistry:
             raise InvalidValue(f"a submit hook must be callable, got {fn!r}")
         self.submit_hooks.append(fn)
         return fn
+
+    def schedule(
+        self,
+        name: str,
+        *,
+        job_type: str,
+        cron: str | None = None,
+        every: str | float | None = None,
+        payload: dict[str, Any] | None = None,
+        priority: Any = "normal",
+        timezone: str = "UTC",
+        catch_up: bool = True,
+        timeout: str | float | None = None,
+        retries: int | None = None,
+    ) -> Schedule:
+        """Submit a job of ``job_type`` periodically and return the :class:`Schedule`.
+
+        ``cron`` is a 5-field cron expression evaluated in ``timezone``; ``every`` a Go
+        duration (``"30s"``, ``"1h"``), ticking at whole multiples of it since the Unix epoch.
+        Each tick is submitted once across all the nodes sharing a broker (its job id is
+        ``sched:<name>:<tick>``). After downtime the most recent missed tick runs once, unless
+        ``catch_up`` is false. See ``docs/scheduling.md``.
+
+        Raises:
+            InvalidValue: the name is taken or malformed, or an option is invalid.
+        """
+        if name in self.schedules:
+            raise InvalidValue(f"schedule {name!r} is already registered")
+        spec = build_schedule(
+            name,
+            job_type=job_type,
+            cron=cron,
+            every=every,
+            payload=payload,
+            priority=priority,
+            timezone=timezone,
+            catch_up=catch_up,
+            timeout=timeout,
+            retries=retries,
+        )
+        self.schedules[name] = spec
+        return spec
 
     def register(
         self,

@@ -1,5 +1,5 @@
 """The ``trio-tasks`` command: run a node (``serve``, ``worker``) or talk to one (``submit``,
-``status``, ``stats``).
+``status``, ``stats``, ``schedules``).
 
 Exit status: 0 on success and after a signal-initiated shutdown; 1 when a client command gets
 an error answer, a waited-for job does not complete, or a node fails at run time; 2 for bad
@@ -26,9 +26,11 @@ from ._cli_client import DEFAULT_URL as DEFAULT_URL
 from ._cli_client import ClientError as _ClientError
 from ._cli_client import UsageError as _UsageError
 from ._cli_client import add_url as _add_url
+from ._cli_client import schedules as _schedules
 from ._cli_client import stats as _stats
 from ._cli_client import status as _status
 from ._cli_client import submit as _submit
+from ._cli_dead_letter import add_commands as _add_dead_letter_commands
 from ._config import DURATION_FIELDS, SETTINGS, Config, Setting, shown_value, split_list
 from ._demo import demo_registry
 from ._durations import format_duration
@@ -37,6 +39,7 @@ from ._logging import add_secrets, configure_logging, redact, redact_url, url_se
 from ._precise_clock import PreciseClock
 from ._processor import Processor
 from ._registry import TaskRegistry
+from ._schedules import load_schedules_file
 from ._serve import run_node
 
 _HTTP_ONLY = frozenset(
@@ -129,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", help="show the statistics of a running server")
     _add_url(stats)
     stats.set_defaults(run=_stats)
+
+    schedules = commands.add_parser("schedules", help="list the periodic jobs of a running server")
+    _add_url(schedules)
+    schedules.set_defaults(run=_schedules)
+
+    _add_dead_letter_commands(commands)
     return parser
 
 
@@ -172,6 +181,9 @@ def _run_node(args: argparse.Namespace, *, http: bool) -> int:
     add_secrets(*url_secrets(config.broker_url), *split_list(config.api_token))
     add_secrets(*split_list(config.api_read_token))
     registry = load_registry(config.tasks_app, "--app" if flags["tasks_app"] else "TASKS_APP")
+    if config.schedules_file:
+        name = "--schedules-file" if flags["schedules_file"] else "SCHEDULES_FILE"
+        add_schedules_file(registry, config.schedules_file, name)
     if http and config.certfile is not None:
         _check_tls(config, "--certfile" if flags["certfile"] else "TLS_CERTFILE")
     configure_logging(config.log_level, config.log_format)
@@ -293,6 +305,28 @@ def _strip_name(exc: Exception) -> str:
     # Parsers prefix messages with a generic name ("duration: ..."); the flag replaces it.
     text = str(exc)
     return text.split(": ", 1)[1] if text.startswith(("value: ", "duration: ")) else text
+
+
+def add_schedules_file(registry: TaskRegistry, path: str, source: str) -> None:
+    """Add the schedules of the TOML file ``path`` to ``registry`` (see ``docs/scheduling.md``).
+
+    Raises:
+        _UsageError: the file cannot be read or holds a bad schedule, a name is taken, or the
+            registry cannot run a schedule's job type; one line naming ``source``.
+    """
+    try:
+        found = load_schedules_file(path)
+    except InvalidValue as exc:
+        raise _UsageError(f"{source}: {exc}") from None
+    for schedule in found:
+        if schedule.name in registry.schedules:
+            raise _UsageError(f"{source}: schedule {schedule.name!r} is already registered")
+        if registry.find(schedule.job_type) is None:
+            raise _UsageError(
+                f"{source}: schedule {schedule.name!r}: unknown job type "
+                f"{schedule.job_type!r}; known: {', '.join(registry.names())}"
+            )
+        registry.schedules[schedule.name] = schedule
 
 
 def load_registry(spec: str | None, source: str = "TASKS_APP") -> TaskRegistry:

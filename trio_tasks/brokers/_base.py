@@ -16,6 +16,7 @@ import trio
 
 from .._clock import WallClock
 from .._job import Job, JobError, JobStatus, Priority
+from .._schedules import ScheduleState
 from .._stats import ClusterView, WorkerStats
 
 
@@ -173,6 +174,20 @@ class Broker(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again under its id, as
+        :func:`~trio_tasks._job.requeued` makes it: ``pending``, fresh attempts, its last error
+        appended to ``errors``; held to the admission bound like a submission. Returns the
+        record as queued.
+
+        Raises:
+            JobNotFound: no such job.
+            JobNotRetryable: the job is not failed or cancelled (or another caller queued it
+                again first).
+            QueueFull: the admission bound is reached.
+        """
+
+    @abc.abstractmethod
     async def get(self, job_id: str) -> Job | None:
         """Return a snapshot of the job, or ``None``."""
 
@@ -218,3 +233,31 @@ class Broker(abc.ABC):
     async def aclose(self) -> None:
         """Release connections. The default does nothing but checkpoint."""
         await trio.lowlevel.checkpoint()
+
+    # -- periodic jobs (shared by every node; see trio_tasks._schedule_loop) ---------------
+
+    @abc.abstractmethod
+    async def schedule_state(self, name: str) -> ScheduleState:
+        """What the broker keeps of schedule ``name`` (the defaults when nothing yet).
+
+        Raises:
+            BrokerUnavailable: a shared broker cannot be reached.
+        """
+
+    @abc.abstractmethod
+    async def set_schedule_paused(self, name: str, paused: bool) -> None:
+        """Pause or resume schedule ``name`` for every node sharing the broker.
+
+        Raises:
+            BrokerUnavailable: a shared broker cannot be reached.
+        """
+
+    @abc.abstractmethod
+    async def record_tick(self, name: str, tick: float, job_id: str | None) -> None:
+        """Note that ``tick`` of schedule ``name`` was dealt with: its job ``job_id`` was
+        submitted, or (``None``) it was skipped while paused. An older tick than the one kept
+        changes nothing.
+
+        Raises:
+            BrokerUnavailable: a shared broker cannot be reached.
+        """

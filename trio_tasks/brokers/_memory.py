@@ -14,8 +14,17 @@ import attrs
 import trio
 
 from .._clock import WallClock
-from .._errors import JobAlreadyFinished, JobNotFound, QueueFull, ShuttingDown
-from .._job import PRIORITIES_HIGH_FIRST, Job, JobError, JobStatus, Priority
+from .._errors import JobAlreadyFinished, JobNotFound, JobNotRetryable, QueueFull, ShuttingDown
+from .._job import (
+    PRIORITIES_HIGH_FIRST,
+    RETRYABLE,
+    Job,
+    JobError,
+    JobStatus,
+    Priority,
+    requeued,
+)
+from .._schedules import ScheduleState
 from ._base import (
     Admission,
     Broker,
@@ -68,9 +77,9 @@ class MemoryBroker(Broker):
     and compacted away if they ever fill a channel. Delayed jobs and waiting retries sit in a
     heap; one scheduler task sleeps until the earliest is due.
 
-    Finished jobs stay queryable for ``result_ttl`` seconds, at most ``result_max_jobs`` of
-    them and ``result_max_bytes`` of payloads, results and errors (their JSON size), oldest
-    evicted first.
+    Finished jobs stay queryable for ``result_ttl`` seconds (failed ones for ``failed_ttl``,
+    if longer), at most ``result_max_jobs`` of them and ``result_max_bytes`` of payloads,
+    results and errors (their JSON size), oldest evicted first, failed ones last.
     """
 
     def __init__(
@@ -80,9 +89,11 @@ class MemoryBroker(Broker):
         result_ttl: float,
         result_max_jobs: int,
         result_max_bytes: int = 256 * 1_048_576,
+        failed_ttl: float = 0.0,
     ) -> None:
         self.max_concurrency = max_concurrency
         self.result_ttl = result_ttl
+        self.failed_ttl = max(result_ttl, failed_ttl)
         self.result_max_jobs = result_max_jobs
         self.result_max_bytes = result_max_bytes
         #: The size of each finished job (see :func:`record_size`) and their sum.
@@ -104,9 +115,14 @@ class MemoryBroker(Broker):
         self._heap_seq = itertools.count()
         self._scheduled = 0
         self._wake: trio.CancelScope | None = None
+        # (completed_at, id) of finished jobs in the order they finished: failed ones apart,
+        # kept longer. An entry whose job was queued again since (retry) is stale: skipped.
         self._finished: deque[tuple[float, str]] = deque()
+        self._failed: deque[tuple[float, str]] = deque()
         self._waiters: dict[str, trio.Event] = {}
         self._closed = False
+        #: Periodic jobs' shared state by schedule name (see :meth:`schedule_state`).
+        self._schedules: dict[str, ScheduleState] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -311,7 +327,7 @@ class MemoryBroker(Broker):
         job.status = status
         job.completed_at = now
         self._unfinished -= 1
-        self._finished.append((now, job.id))
+        (self._failed if status is JobStatus.FAILED else self._finished).append((now, job.id))
         size = self._sizes[job.id] = record_size(job)
         self._finished_bytes += size
         waiter = self._waiters.pop(job.id, None)
@@ -320,22 +336,35 @@ class MemoryBroker(Broker):
         self._evict(now)
 
     def _evict(self, now: float) -> None:
-        finished = self._finished
-        horizon = now - self.result_ttl
-        while finished and (
-            len(finished) > self.result_max_jobs
-            or finished[0][0] <= horizon
+        finished, failed = self._finished, self._failed
+        horizon, failed_horizon = now - self.result_ttl, now - self.failed_ttl
+        while finished and finished[0][0] <= horizon:
+            self._forget(finished.popleft())
+        while failed and failed[0][0] <= failed_horizon:
+            self._forget(failed.popleft())
+        # Past the count or bytes: completed and cancelled jobs go first, failed ones last.
+        while (finished or failed) and (
+            len(finished) + len(failed) > self.result_max_jobs
             or self._finished_bytes > self.result_max_bytes
         ):
-            _, job_id = finished.popleft()
-            self._jobs.pop(job_id, None)
-            self._finished_bytes -= self._sizes.pop(job_id, 0)
+            self._forget((finished or failed).popleft())
+
+    def _forget(self, entry: tuple[float, str]) -> None:
+        done, job_id = entry
+        job = self._jobs.get(job_id)
+        if job is None or job.completed_at != done or not job.status.is_final:
+            return  # stale: the job was queued again (retry) since
+        del self._jobs[job_id]
+        self._finished_bytes -= self._sizes.pop(job_id, 0)
 
     def _restore_finished(self, job: Job) -> None:
         """Keep ``job``, final already (reloaded from the SQLite broker's file, in the order
         jobs finished), for lookups and retention, as if it had finished at ``completed_at``."""
         self._jobs[job.id] = job
-        self._finished.append((job.completed_at or 0.0, job.id))
+        if job.completed_at is None:
+            job.completed_at = 0.0
+        queue = self._failed if job.status is JobStatus.FAILED else self._finished
+        queue.append((job.completed_at, job.id))
         size = self._sizes[job.id] = record_size(job)
         self._finished_bytes += size
 
@@ -346,7 +375,8 @@ class MemoryBroker(Broker):
         if job is None:
             return None
         done = job.completed_at
-        if done is not None and done <= self._now() - self.result_ttl:
+        ttl = self.failed_ttl if job.status is JobStatus.FAILED else self.result_ttl
+        if done is not None and job.status.is_final and done <= self._now() - ttl:
             self._evict(self._now())
             return None
         return job
@@ -371,6 +401,27 @@ class MemoryBroker(Broker):
             raise JobAlreadyFinished(job_id, status.value)
         self._finish(job, JobStatus.CANCELLED)
         return CancelOutcome(snapshot(job), running=False)
+
+    async def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again; see :meth:`Broker.retry`."""
+        await trio.lowlevel.checkpoint()
+        return snapshot(self._requeue(job_id))
+
+    def _requeue(self, job_id: str) -> Job:
+        """Queue the job again: a new record under its id (the old one may still sit in a queue
+        or the heap as a tombstone, as a cancelled job does), in the same place in lists."""
+        job = self._live(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.status not in RETRYABLE:
+            raise JobNotRetryable(job_id, job.status.value)
+        if self._unfinished + 1 > self.max_concurrency:
+            raise QueueFull(self.max_concurrency)
+        fresh = self._jobs[job_id] = requeued(job)
+        self._finished_bytes -= self._sizes.pop(job_id, 0)
+        self._unfinished += 1
+        self._push(fresh)
+        return fresh
 
     async def get(self, job_id: str) -> Job | None:
         """A snapshot of the job, or ``None``."""
@@ -433,3 +484,27 @@ class MemoryBroker(Broker):
         return [
             job_id for job_id, job in self._jobs.items() if job.status in (_PENDING, _SCHEDULED)
         ]
+
+    # -- periodic jobs ---------------------------------------------------------------------
+
+    async def schedule_state(self, name: str) -> ScheduleState:
+        """The state of schedule ``name`` in this process."""
+        await trio.lowlevel.checkpoint()
+        return self._schedules.get(name) or ScheduleState()
+
+    async def set_schedule_paused(self, name: str, paused: bool) -> None:
+        """Pause or resume schedule ``name``."""
+        await trio.lowlevel.checkpoint()
+        self._set_schedule(name, paused=paused)
+
+    async def record_tick(self, name: str, tick: float, job_id: str | None) -> None:
+        """Keep ``tick`` (and ``job_id``) as the latest of schedule ``name``."""
+        await trio.lowlevel.checkpoint()
+        state = self._schedules.get(name) or ScheduleState()
+        if state.last_tick is None or tick >= state.last_tick:
+            self._set_schedule(name, last_tick=tick, last_job_id=job_id or state.last_job_id)
+
+    def _set_schedule(self, name: str, **changes: Any) -> ScheduleState:
+        state = attrs.evolve(self._schedules.get(name) or ScheduleState(), **changes)
+        self._schedules[name] = state
+        return state

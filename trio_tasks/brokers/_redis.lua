@@ -1,4 +1,4 @@
-#!lua name=trio_tasks_4
+#!lua name=trio_tasks_5
 --[[
 trio-tasks: every state change of the Redis broker that touches more than one key.
 
@@ -9,7 +9,8 @@ called with FCALL. docs/redis.md describes the key layout; in short:
     1..4  q:1..q:4    lists of pending job ids, one per priority (RPUSH to queue, LPOP to take)
     5     scheduled   zset id -> run_at (POSIX seconds): delayed jobs and waiting retries
     6     running     zset id -> lease deadline (Redis server time, milliseconds)
-    7     finished    zset id -> completed_at: retention of final jobs
+    7     finished    zset id -> completed_at: retention of final jobs (a failed job's score is
+                      completed_at + failed_ttl - ttl: kept longer, evicted by count last)
     8     index       zset id -> submission sequence: GET /jobs, newest first
     9     wake        list of wake-up tokens that idle fetchers BLPOP on
     10    stats       hash of cluster-wide counters
@@ -121,16 +122,28 @@ local function pending_left(keys)
   return false
 end
 
--- A job reaches a final state: record it, keep it for the retention period, tell waiters.
-local function finalize(keys, prefix, id, key, status, now, ttl_ms, field, value)
+-- Seconds as PEXPIRE milliseconds, rounded as the node's ms() does.
+local function ms(seconds)
+  return math.max(1, math.floor(tonumber(seconds) * 1000 + 0.5))
+end
+
+-- A job reaches a final state: record it, keep it for the retention period (failed_s for a
+-- failed job, ttl_s for the others: failed_s >= ttl_s), tell waiters. A failed job's score in
+-- finished is moved ahead by failed_s - ttl_s, so evict (by age at ttl_s, then the lowest
+-- scores by count) keeps it for failed_s and drops it after the completed ones.
+local function finalize(keys, prefix, id, key, status, now, ttl_s, failed_s, field, value)
+  local keep, score = ttl_s, now
+  if status == FAILED then
+    keep, score = failed_s, tonumber(now) + tonumber(failed_s) - tonumber(ttl_s)
+  end
   if field then
     redis.call('HSET', key, 'status', status, 'completed_at', now, field, value)
   else
     redis.call('HSET', key, 'status', status, 'completed_at', now)
   end
   redis.call('HDEL', key, 'cxl')
-  redis.call('PEXPIRE', key, ttl_ms)
-  redis.call('ZADD', keys[FINISHED], now, id)
+  redis.call('PEXPIRE', key, ms(keep))
+  redis.call('ZADD', keys[FINISHED], score, id)
   redis.call('HINCRBY', keys[STATS], string.sub(status, 2, -2), 1)
   if redis.call('HDEL', keys[WAITERS], id) == 1 then
     redis.call('PUBLISH', prefix .. 'done', id)
@@ -330,7 +343,7 @@ end
 --[[ finish: record the outcomes of leased jobs; each is fenced by its lease token; then lease
 the next job for each worker that has just become free (as fetch does, after the outcomes, so
 a retry queued now competes like any job).
-ARGV: prefix, now, ttl_ms, ttl_s, max_jobs, node, lease_ms, k, worker_id JSON x k, then per
+ARGV: prefix, now, failed_s, ttl_s, max_jobs, node, lease_ms, k, worker_id JSON x k, then per
 outcome: id, token, kind, value, at.
 kind: c completed (value = result JSON), f failed (value = error JSON), r retry (value =
 error JSON, at = run_at), x cancelled, l released (back to the front of its queue), u
@@ -341,7 +354,7 @@ means a corrupt record); else the job's current record (the lease was lost: noth
 changed), or false for a key of another type than hash. leased is what lease returns.
 ]]
 local function finish(keys, args)
-  local prefix, now, ttl_ms, ttl_s, max_jobs = args[1], args[2], args[3], args[4], args[5]
+  local prefix, now, failed_s, ttl_s, max_jobs = args[1], args[2], args[3], args[4], args[5]
   local node, lease_ms, k = args[6], tonumber(args[7]), tonumber(args[8])
   local out = {}
   local queued = 0
@@ -360,15 +373,15 @@ local function finish(keys, args)
       redis.call('ZREM', keys[RUN], id)
       local priority = queue_of(cur[4])
       if kind == 'c' then
-        finalize(keys, prefix, id, key, COMPLETED, now, ttl_ms, 'result', value)
+        finalize(keys, prefix, id, key, COMPLETED, now, ttl_s, failed_s, 'result', value)
       elseif kind == 'f' then
-        finalize(keys, prefix, id, key, FAILED, now, ttl_ms, 'error', value)
+        finalize(keys, prefix, id, key, FAILED, now, ttl_s, failed_s, 'error', value)
       elseif kind == 'x' or cur[3] then
         -- A cancellation was requested: a retry or a hand-back ends it instead.
         if kind == 'r' then
-          finalize(keys, prefix, id, key, CANCELLED, now, ttl_ms, 'error', value)
+          finalize(keys, prefix, id, key, CANCELLED, now, ttl_s, failed_s, 'error', value)
         else
-          finalize(keys, prefix, id, key, CANCELLED, now, ttl_ms)
+          finalize(keys, prefix, id, key, CANCELLED, now, ttl_s, failed_s)
         end
       elseif kind == 'r' then
         redis.call('HINCRBY', keys[STATS], 'retried', 1)
@@ -398,13 +411,13 @@ local function finish(keys, args)
   return {out, leased}
 end
 
---[[ cancel: ARGV: prefix, id, now, ttl_ms, ttl_s, max_jobs.
+--[[ cancel: ARGV: prefix, id, now, failed_s, ttl_s, max_jobs.
 Returns {'missing'}, {'final', status}, {'running', record} (flagged and announced on the
 cancel channel; the node running it stops it), {'cancelled', record}, or {'corrupt'} (an
 unknown status or a key of another type: nothing was changed, the node quarantines it).
 ]]
 local function cancel(keys, args)
-  local prefix, id, now, ttl_ms, ttl_s, max_jobs = args[1], args[2], args[3], args[4], args[5],
+  local prefix, id, now, failed_s, ttl_s, max_jobs = args[1], args[2], args[3], args[4], args[5],
     args[6]
   local key = job_key(prefix, id)
   local cur = fields(key, 'status', 'priority')
@@ -431,7 +444,7 @@ local function cancel(keys, args)
   else
     redis.call('ZREM', keys[SCHED], id)
   end
-  finalize(keys, prefix, id, key, CANCELLED, now, ttl_ms)
+  finalize(keys, prefix, id, key, CANCELLED, now, ttl_s, failed_s)
   evict(keys, prefix, now, ttl_s, max_jobs)
   return {'cancelled', record(key)}
 end
@@ -465,13 +478,13 @@ end
 --[[ reap: leases past their deadline (server time) lose their job: it goes back to the front
 of its queue, or ends cancelled (cancellation was requested) or failed (no attempts left).
 The token is cleared so the node that lost the lease cannot record anything any more.
-ARGV: prefix, now, ttl_ms, ttl_s, max_jobs, error JSON for jobs out of attempts.
+ARGV: prefix, now, failed_s, ttl_s, max_jobs, error JSON for jobs out of attempts.
 Returns {reaped ids, corrupt ids}: a record that cannot be reaped safely (a key of another type,
 an unknown status, a priority or attempts that are not what they should be) stays in running,
 looked at again CORRUPT_RETRY_MS later, for the node to quarantine.
 ]]
 local function reap(keys, args)
-  local prefix, now, ttl_ms, ttl_s, max_jobs, error = args[1], args[2], args[3], args[4],
+  local prefix, now, failed_s, ttl_s, max_jobs, error = args[1], args[2], args[3], args[4],
     args[5], args[6]
   local now_ms = server_ms()
   local expired = redis.call('ZRANGEBYSCORE', keys[RUN], '-inf', now_ms, 'LIMIT', 0, BATCH)
@@ -492,9 +505,9 @@ local function reap(keys, args)
         redis.call('HSET', key, 'tok', '')
         redis.call('HINCRBY', keys[STATS], 'leases_expired', 1)
         if cur[2] then
-          finalize(keys, prefix, id, key, CANCELLED, now, ttl_ms)
+          finalize(keys, prefix, id, key, CANCELLED, now, ttl_s, failed_s)
         elseif tonumber(cur[4]) >= tonumber(cur[5]) then
-          finalize(keys, prefix, id, key, FAILED, now, ttl_ms, 'error', error)
+          finalize(keys, prefix, id, key, FAILED, now, ttl_s, failed_s, 'error', error)
         else
           redis.call('HSET', key, 'status', PENDING)
           redis.call('LPUSH', keys[QUEUE[cur[3]]], id)
@@ -635,6 +648,43 @@ local function quarantine(keys, args)
   return 1
 end
 
+--[[ retry: queue a failed or cancelled job again under its id (POST /jobs/{id}/retry).
+ARGV: prefix, id, max_unfinished, completed_at as the node read it, then field, value pairs of
+the record to queue (trio_tasks._job.requeued). Returns {'missing'}, {'corrupt'} (a key of
+another type or an unknown status), {'state', status} (not failed or cancelled, or finished
+again since the node read it), {'full', unfinished} or {'ok', record}.
+]]
+local function retry(keys, args)
+  local prefix, id, max_unfinished, seen = args[1], args[2], tonumber(args[3]), args[4]
+  local key = job_key(prefix, id)
+  local cur = fields(key, 'status', 'completed_at', 'priority')
+  if not cur then
+    return {'corrupt'}
+  end
+  local status = cur[1]
+  if not status then
+    return {'missing'}
+  end
+  if not KNOWN[status] then
+    return {'corrupt'}
+  end
+  if (status ~= FAILED and status ~= CANCELLED) or cur[2] ~= seen then
+    return {'state', status}
+  end
+  local current = unfinished(keys)
+  if current + 1 > max_unfinished then
+    return {'full', current}
+  end
+  redis.call('HSET', key, unpack(args, 5))
+  redis.call('HDEL', key, 'tok', 'cxl', 'node', 'qtn')
+  redis.call('PERSIST', key)
+  redis.call('ZREM', keys[FINISHED], id)
+  redis.call('RPUSH', keys[queue_of(cur[3])], id)
+  redis.call('HINCRBY', keys[STATS], 'requeued', 1)
+  wake(keys, 1)
+  return {'ok', record(key)}
+end
+
 -- leave: ARGV: prefix, node. Takes the node out of the registry (a clean stop).
 local function leave(keys, args)
   redis.call('ZREM', keys[NODES], args[2])
@@ -655,18 +705,19 @@ local function cluster(keys, args)
   return {redis.call('HGETALL', keys[STATS]), nodes}
 end
 
-redis.register_function('tt4_enqueue', enqueue)
-redis.register_function('tt4_fetch', fetch)
-redis.register_function('tt4_heartbeat', heartbeat)
-redis.register_function('tt4_finish', finish)
-redis.register_function('tt4_cancel', cancel)
-redis.register_function('tt4_promote', promote)
-redis.register_function('tt4_reap', reap)
-redis.register_function('tt4_progress', progress)
-redis.register_function('tt4_watch', watch)
-redis.register_function('tt4_list', list)
-redis.register_function('tt4_quarantine', quarantine)
-redis.register_function('tt4_leave', leave)
+redis.register_function('tt5_enqueue', enqueue)
+redis.register_function('tt5_fetch', fetch)
+redis.register_function('tt5_heartbeat', heartbeat)
+redis.register_function('tt5_finish', finish)
+redis.register_function('tt5_cancel', cancel)
+redis.register_function('tt5_promote', promote)
+redis.register_function('tt5_reap', reap)
+redis.register_function('tt5_progress', progress)
+redis.register_function('tt5_watch', watch)
+redis.register_function('tt5_list', list)
+redis.register_function('tt5_quarantine', quarantine)
+redis.register_function('tt5_leave', leave)
+redis.register_function('tt5_retry', retry)
 -- Read-only: allowed on replicas and in read-only scripts.
-redis.register_function{function_name = 'tt4_counts', callback = counts, flags = {'no-writes'}}
-redis.register_function{function_name = 'tt4_cluster', callback = cluster, flags = {'no-writes'}}
+redis.register_function{function_name = 'tt5_counts', callback = counts, flags = {'no-writes'}}
+redis.register_function{function_name = 'tt5_cluster', callback = cluster, flags = {'no-writes'}}

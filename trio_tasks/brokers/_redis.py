@@ -29,11 +29,14 @@ from .._errors import (
     InvalidValue,
     JobAlreadyFinished,
     JobNotFound,
+    JobNotRetryable,
     QueueFull,
 )
-from .._job import Job, JobError, JobStatus, Priority
+from .._job import RETRYABLE, Job, JobError, JobStatus, Priority
 from .._log import library_logger
+from .._schedules import ScheduleState
 from .._stats import ClusterView
+from . import _redis_schedules as schedules
 from ._base import (
     Admission,
     Broker,
@@ -73,6 +76,8 @@ class RedisBroker(Broker):
         max_concurrency: the admission bound, counted cluster-wide (pending, scheduled and
             running jobs of the namespace).
         result_ttl, result_max_jobs: retention of finished jobs (cluster-wide).
+        failed_ttl: how long failed jobs are kept (if longer than ``result_ttl``); they are
+            also the last evicted by ``result_max_jobs``.
         lease: how long a running job stays leased without a heartbeat (overrides the URL).
         poll_interval: the longest an idle node waits before looking again without a wake-up,
             and the period of promotion and reaping.
@@ -102,6 +107,7 @@ class RedisBroker(Broker):
         max_concurrency: int = 100,
         result_ttl: float = 3600.0,
         result_max_jobs: int = 10_000,
+        failed_ttl: float = 0.0,
         namespace: str | None = None,
         lease: float | None = None,
         poll_interval: float = 1.0,
@@ -143,6 +149,7 @@ class RedisBroker(Broker):
             result_max_jobs=result_max_jobs,
             outcome_timeout=self.outcome_timeout,
             logger=log,
+            failed_ttl=failed_ttl,
         )
         self._scripts = node.scripts
         self.min_replicas = min_replicas
@@ -346,6 +353,7 @@ class RedisBroker(Broker):
                 node.now(),
                 node.result_ttl,
                 node.result_max_jobs,
+                node.failed_ttl,
             )
         )
         if result.code == "missing":
@@ -363,6 +371,30 @@ class RedisBroker(Broker):
         if running and job_id in node.active:
             node.on_cancel(job_id)
         return CancelOutcome(job, running=running)
+
+    async def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again, for any node to run; see :meth:`Broker.retry`.
+
+        Raises:
+            BrokerUnavailable: Redis did not answer.
+        """
+        job = await self.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.status not in RETRYABLE:
+            raise JobNotRetryable(job_id, job.status.value)
+        code, value = await self._link.once(partial(self._scripts.retry, job, self.max_concurrency))
+        if code == "missing":
+            raise JobNotFound(job_id)
+        if code == "full":
+            raise QueueFull(self.max_concurrency)
+        if code == "state":
+            raise JobNotRetryable(job_id, value.value)
+        fresh = await self._node.resolve(value)
+        if code == "corrupt" or fresh is None:
+            # Quarantined (a failed job again) or gone meanwhile: not queued.
+            raise JobNotRetryable(job_id, "failed" if fresh is not None else "gone")
+        return fresh
 
     async def get(self, job_id: str) -> Job | None:
         """The job as Redis has it, or ``None``."""
@@ -431,3 +463,32 @@ class RedisBroker(Broker):
     def unfinished_ids(self) -> list[str]:
         """Nothing is abandoned: unfinished jobs stay in Redis for the other nodes."""
         return []
+
+    # -- periodic jobs (see _redis_schedules) -----------------------------------------------
+
+    async def schedule_state(self, name: str) -> ScheduleState:
+        """The state of schedule ``name`` shared by every node.
+
+        Raises:
+            BrokerUnavailable: Redis did not answer.
+        """
+        client = self._redis.client
+        return await self._link.once(partial(schedules.schedule_state, client, self.keys, name))
+
+    async def set_schedule_paused(self, name: str, paused: bool) -> None:
+        """Pause or resume schedule ``name`` for every node.
+
+        Raises:
+            BrokerUnavailable: Redis did not answer.
+        """
+        client = self._redis.client
+        await self._link.once(partial(schedules.set_paused, client, self.keys, name, paused))
+
+    async def record_tick(self, name: str, tick: float, job_id: str | None) -> None:
+        """Keep ``tick`` as the latest of schedule ``name``.
+
+        Raises:
+            BrokerUnavailable: Redis did not answer.
+        """
+        client, keys = self._redis.client, self.keys
+        await self._link.once(partial(schedules.record_tick, client, keys, name, tick, job_id))

@@ -147,7 +147,11 @@ class Background:
         _, due = await node.scripts.promote(node.now())
         if node.link.stable_for >= self.reap_grace:
             reaped, corrupt = await node.scripts.reap(
-                node.now(), node.result_ttl, node.result_max_jobs, _LEASE_EXPIRED
+                node.now(),
+                node.result_ttl,
+                node.result_max_jobs,
+                _LEASE_EXPIRED,
+                failed_ttl=node.failed_ttl,
             )
             if reaped:
                 node.log.warning("leases expired: jobs taken back", job_ids=reaped)

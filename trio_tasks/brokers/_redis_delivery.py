@@ -351,6 +351,7 @@ class Deliveries:
                 lease_ms=node.lease_ms,
                 node=node.node_id,
                 workers=workers,
+                failed_ttl=node.failed_ttl,
             )
 
         job_ids = [o.job_id for o in outcomes]

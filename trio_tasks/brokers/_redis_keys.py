@@ -16,8 +16,8 @@ from .._job import Priority
 #: The Lua library (``#!lua name=...`` in ``_redis.lua``) and the prefix of its functions.
 #: Both change together whenever the functions change incompatibly, so nodes of two versions
 #: sharing one Redis never call each other's code.
-LIBRARY_NAME = "trio_tasks_4"
-FUNCTION_PREFIX = "tt4_"
+LIBRARY_NAME = "trio_tasks_5"
+FUNCTION_PREFIX = "tt5_"
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
@@ -93,3 +93,9 @@ class RedisKeys:
     def node(self, node_id: str) -> str:
         """The registry entry of one node (JSON, expiring after three missed heartbeats)."""
         return f"{self.prefix}node:{node_id}"
+
+    @property
+    def schedules(self) -> str:
+        """The hash of periodic jobs' shared state: ``paused:<name>`` (``1`` or ``0``) and
+        ``tick:<name>`` (JSON ``[tick, last job id]``)."""
+        return f"{self.prefix}schedules"

@@ -52,6 +52,7 @@ class RedisNode:
         result_max_jobs: int,
         outcome_timeout: float,
         logger: Any = None,
+        failed_ttl: float = 0.0,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -63,6 +64,8 @@ class RedisNode:
         self.poll_interval = poll_interval
         self.result_ttl = result_ttl
         self.result_max_jobs = result_max_jobs
+        #: Seconds a failed job is kept (never less than ``result_ttl``).
+        self.failed_ttl = max(result_ttl, failed_ttl)
         self.outcome_timeout = outcome_timeout
         self.log: Any = logger if logger is not None else library_logger()
         self.host: BrokerHost | None = None

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import coredis.exceptions
 
 from .._errors import BrokerUnavailable
-from .._job import RECORD_FIELDS, Job, JobStatus
+from .._job import RECORD_FIELDS, Job, JobStatus, requeued
 from ._redis_client import Client
 from ._redis_codec import (
     NO_LEASES,
@@ -297,15 +297,17 @@ class RedisScripts:
         lease_ms: int = 0,
         node: str = "",
         workers: Sequence[str] = (),
+        failed_ttl: float | None = None,
     ) -> tuple[list[Finished], Leases]:
         """Record ``outcomes``: for each, the job's status after it, else (the lease was lost:
         nothing changed) the job as it is now, ``None`` if it is gone. Then lease up to
-        ``len(workers)`` jobs as :meth:`fetch` does, one per worker in order.
+        ``len(workers)`` jobs as :meth:`fetch` does, one per worker in order. Final jobs are
+        kept ``ttl`` seconds, failed ones ``failed_ttl`` (at least ``ttl``).
 
         Raises:
             NotReplicated: fewer replicas than required confirmed it (:meth:`confirm_writes`).
         """
-        args = [num(now), ms(ttl), num(ttl), str(max_jobs)]
+        args = [num(now), num(max(ttl, failed_ttl or 0.0)), num(ttl), str(max_jobs)]
         args += [node, str(lease_ms), str(len(workers))]
         args += [_dumps(worker) for worker in workers]
         for outcome in outcomes:
@@ -322,9 +324,11 @@ class RedisScripts:
                 results.append(None if entry is None else decode_job(entry, outcome.job_id))
         return results, parse_leases(leased)
 
-    async def cancel(self, job_id: str, now: float, ttl: float, max_jobs: int) -> CancelResult:
+    async def cancel(
+        self, job_id: str, now: float, ttl: float, max_jobs: int, failed_ttl: float | None = None
+    ) -> CancelResult:
         """Cancel a job; see ``cancel`` in ``_redis.lua``."""
-        args = [job_id, num(now), ms(ttl), num(ttl), str(max_jobs)]
+        args = [job_id, num(now), num(max(ttl, failed_ttl or 0.0)), num(ttl), str(max_jobs)]
         reply = await self._call("cancel", args)
         code = reply[0]
         if code == "missing":
@@ -342,10 +346,10 @@ class RedisScripts:
         return int(moved), None if nxt is None else float(nxt)
 
     async def reap(
-        self, now: float, ttl: float, max_jobs: int, error: str
+        self, now: float, ttl: float, max_jobs: int, error: str, failed_ttl: float | None = None
     ) -> tuple[list[str], list[str]]:
         """Take back expired leases; return the ids, and those of corrupt records found."""
-        args = [num(now), ms(ttl), num(ttl), str(max_jobs), error]
+        args = [num(now), num(max(ttl, failed_ttl or 0.0)), num(ttl), str(max_jobs), error]
         reaped, corrupt = await self._call("reap", args)
         return [str(job_id) for job_id in reaped], [str(job_id) for job_id in corrupt]
 
@@ -406,6 +410,23 @@ class RedisScripts:
         ``_redis.lua``), keeping the raw one ``keep`` seconds; whether it was done here."""
         args = [salvaged.id, num(now), ms(ttl), ms(keep), *encode_job(salvaged)]
         return bool(await self._call("quarantine", args))
+
+    async def retry(self, job: Job, limit: int) -> tuple[str, Any]:
+        """Queue ``job`` (failed or cancelled, as read) again as :func:`requeued` makes it, if
+        it has not changed since; see ``retry`` in ``_redis.lua``. Returns ``("ok", record)``,
+        ``("state", status)``, ``("full", unfinished)``, ``("missing", None)`` or
+        ``("corrupt", None)``."""
+        seen = "" if job.completed_at is None else num(job.completed_at)
+        fresh = requeued(job)
+        reply = await self._call("retry", [job.id, str(limit), seen, *encode_job(fresh)])
+        code = str(reply[0])
+        if code == "ok":
+            return code, decode_job(reply[1], job.id)
+        if code == "state":
+            return code, JobStatus(_loads(reply[1]))
+        if code == "full":
+            return code, int(reply[1])
+        return code, None
 
     async def totals(self) -> dict[str, int]:
         """Cluster-wide counters (``submitted``, ``completed``, ``failed``…)."""

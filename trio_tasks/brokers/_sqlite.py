@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -27,7 +28,8 @@ from .._log import library_logger
 from ._base import Admission, BrokerHost, CancelOutcome, Delivery, Recording, RecordStatus
 from ._memory import MemoryBroker, snapshot
 from ._sqlite_journal import Journal
-from ._sqlite_store import SYNCHRONOUS, JobStore, Retention, StoredJob
+from ._sqlite_schedules import load_schedules, save_schedule
+from ._sqlite_store import SYNCHRONOUS, JobStore, Retention, StoredJob, StoreError
 
 #: Seconds before a job whose outcome could not be recorded (the disk is full…) runs again.
 UNRECORDED_RETRY = 5.0
@@ -120,10 +122,12 @@ class SqliteBroker(MemoryBroker):
             result_ttl=result_ttl,
             result_max_jobs=result_max_jobs,
             result_max_bytes=result_max_bytes,
+            failed_ttl=failed_ttl,
         )
         self.max_concurrency = max_concurrency
         self._committing: dict[str, Job] = {}
         self._restore(jobs, unfinished, {s.id: s.queued for s in stored})
+        self._schedules = load_schedules(store.connection)
 
     def _retention(self, now: float) -> Retention:
         ttl, failed_ttl, max_jobs, max_bytes = self._limits
@@ -293,7 +297,7 @@ class SqliteBroker(MemoryBroker):
         await super().release(delivery)
         self._journal.put(delivery.job)
 
-    # -- cancellation ----------------------------------------------------------------------
+    # -- cancellation and retry ------------------------------------------------------------
 
     async def cancel(self, job_id: str) -> CancelOutcome:
         """Cancel a job (see :meth:`Broker.cancel`); journaled behind.
@@ -308,6 +312,52 @@ class SqliteBroker(MemoryBroker):
         if not outcome.running:
             self._journal.put(outcome.job)
         return outcome
+
+    async def retry(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again (see :meth:`Broker.retry`) once its row is
+        committed, as a submission is.
+
+        Raises:
+            BrokerUnavailable: the journal cannot be written (nothing changed).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._journal.error is not None:
+            await trio.lowlevel.checkpoint()
+            raise BrokerUnavailable(self._journal.error)
+        job = self._requeue(job_id)
+        queued = snapshot(job)  # as queued: a worker may take it while the row is written
+        self._journal.put(job)
+        error = await self._journal.commit()
+        if error is not None:
+            # Queued already (a worker may hold it): the journal retries the row, as it does
+            # for outcomes; the caller is told the write is late.
+            self._log.warning("job requeued before its journal row was written", job_id=job_id)
+        return queued
+
+    # -- periodic jobs ---------------------------------------------------------------------
+
+    async def set_schedule_paused(self, name: str, paused: bool) -> None:
+        """Pause or resume schedule ``name``; written to the file before returning.
+
+        Raises:
+            BrokerUnavailable: the file cannot be written.
+        """
+        await super().set_schedule_paused(name, paused)
+        await self._save_schedule(name)
+
+    async def record_tick(self, name: str, tick: float, job_id: str | None) -> None:
+        """Keep ``tick`` as the latest of schedule ``name``, in the file too."""
+        await super().record_tick(name, tick, job_id)
+        await self._save_schedule(name)
+
+    async def _save_schedule(self, name: str) -> None:
+        state = self._schedules[name]
+        try:
+            await self._journal.between_commits(
+                lambda store: save_schedule(store.connection, name, state)
+            )
+        except (StoreError, sqlite3.Error) as exc:
+            raise BrokerUnavailable(f"sqlite: cannot write schedule {name!r}: {exc}") from None
 
     def unfinished_ids(self) -> list[str]:
         """None: queued and scheduled jobs stay in the journal for the next start."""

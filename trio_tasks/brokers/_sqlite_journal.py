@@ -270,3 +270,23 @@ class Journal:
         error = await self.commit()
         await in_thread(self.store.close)
         return error
+
+    async def between_commits(self, fn: Callable[[JobStore], T]) -> T:
+        """Run ``fn(store)`` in a thread while no commit runs (shielded: it happens either
+        way), for the rare writes beside the jobs (the state of periodic jobs).
+
+        Raises:
+            StoreError: the journal is closed.
+        """
+        with trio.CancelScope(shield=True):
+            while self._writing is not None:
+                await self._writing.wait()
+            if self._closed:
+                raise StoreError("the job database is closed")
+            self._writing = writing = trio.Event()
+            try:
+                result = await in_thread(partial(fn, self.store))
+            finally:
+                self._writing = None
+                writing.set()
+        return result

@@ -69,7 +69,8 @@ SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(va
 FROM json_each(?1)
 """
 # Retention, the rules of the memory broker: by age (failed jobs by the longer of two ages),
-# then the newest ``max_jobs`` finished jobs of at most ``max_bytes`` bytes in all.
+# then the newest ``max_jobs`` finished jobs of at most ``max_bytes`` bytes in all, failed ones
+# kept first.
 _EXPIRE = (
     "DELETE FROM jobs WHERE finished_at IS NOT NULL "
     "AND finished_at <= CASE status WHEN 'failed' THEN ? ELSE ? END RETURNING id, n"
@@ -79,7 +80,7 @@ DELETE FROM jobs WHERE n IN (
     SELECT n FROM (
         SELECT n, row_number() OVER newest AS rank, sum(size) OVER newest AS total
         FROM jobs WHERE finished_at IS NOT NULL
-        WINDOW newest AS (ORDER BY finished_at DESC, n DESC)
+        WINDOW newest AS (ORDER BY status = 'failed' DESC, finished_at DESC, n DESC)
     ) WHERE rank > ? OR total > ?
 ) RETURNING id, n
 """

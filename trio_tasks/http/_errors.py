@@ -20,6 +20,7 @@ from .._errors import (
     InvalidValue,
     JobAlreadyFinished,
     JobNotFound,
+    JobNotRetryable,
     QueueFull,
     ShuttingDown,
     UnknownJobType,
@@ -61,6 +62,10 @@ async def _not_found(exc: JobNotFound) -> Response:
 
 
 async def _finished(exc: JobAlreadyFinished) -> Response:
+    return error_response(409, str(exc), status=exc.status)
+
+
+async def _not_retryable(exc: JobNotRetryable) -> Response:
     return error_response(409, str(exc), status=exc.status)
 
 
@@ -106,6 +111,7 @@ def register_error_handlers(app: QuartTrio, max_body_size: int) -> None:
     app.register_error_handler(UnknownJobType, _unknown_type)
     app.register_error_handler(JobNotFound, _not_found)
     app.register_error_handler(JobAlreadyFinished, _finished)
+    app.register_error_handler(JobNotRetryable, _not_retryable)
     app.register_error_handler(QueueFull, _queue_full)
     app.register_error_handler(ShuttingDown, _shutting_down)
     app.register_error_handler(BrokerUnavailable, _broker_unavailable)

@@ -43,6 +43,8 @@ SUBMIT_PARAMS = frozenset(
 )  # payload only comes in a JSON body
 LIST_PARAMS = frozenset({"status", "type", "limit"})
 GET_PARAMS = frozenset({"wait"})
+#: The filters of ``POST /jobs/retry``.
+RETRY_PARAMS = frozenset({"type", "since"})
 
 
 def params(

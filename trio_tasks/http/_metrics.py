@@ -37,7 +37,7 @@ METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 _DURATION_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800,
 )  # fmt: skip
-_EVENTS = ("submitted", "completed", "failed", "retried", "cancelled")
+_EVENTS = ("submitted", "completed", "failed", "retried", "cancelled", "requeued")
 _ENDS = frozenset({"completed", "failed", "retried", "cancelled"})
 
 

@@ -14,6 +14,8 @@ from .._config import Config, split_list
 from .._job import JobStatus, Priority
 from .._request import MAX_NAME_LENGTH, MAX_RETRIES
 from ._input import DEFAULT_LIST_LIMIT, MAX_BATCH, MAX_LIST_LIMIT, MAX_WAIT
+from ._openapi_dead_letter import retry_paths, retry_schemas
+from ._openapi_schedules import schedule_paths, schedule_schemas
 from ._openapi_schemas import REF as _REF
 from ._openapi_schemas import name_schema as _name_schema
 from ._openapi_schemas import schemas
@@ -143,6 +145,8 @@ def _document(tokens: bool, metrics_public: bool, max_body_size: int) -> dict[st
             ),
         },
     }
+    paths.update(schedule_paths(_op, _error))
+    paths.update(retry_paths(_op, _error))
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -152,7 +156,10 @@ def _document(tokens: bool, metrics_public: bool, max_body_size: int) -> dict[st
             '{"error": "<message>"}. See docs/api.md.',
         },
         "paths": paths,
-        "components": {"schemas": schemas(), "responses": {}},
+        "components": {
+            "schemas": {**schemas(), **schedule_schemas(), **retry_schemas()},
+            "responses": {},
+        },
     }
     if tokens:
         document["components"]["securitySchemes"] = {
@@ -196,6 +203,10 @@ def _op(
                 "GetJob": {"operationId": "getJob", "parameters": {"id": "$response.body#/job_id"}},
                 "CancelJob": {
                     "operationId": "cancelJob",
+                    "parameters": {"id": "$response.body#/job_id"},
+                },
+                "RetryJob": {
+                    "operationId": "retryJob",
                     "parameters": {"id": "$response.body#/job_id"},
                 },
             }

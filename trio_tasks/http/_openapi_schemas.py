@@ -163,6 +163,20 @@ def schemas() -> dict[str, Any]:
                         },
                     ]
                 },
+                "errors": {
+                    "type": "array",
+                    "description": "the last error of each earlier run (POST /jobs/{id}/retry)",
+                    "items": {
+                        "type": "object",
+                        "required": ["attempt", "time", "type", "message"],
+                        "properties": {
+                            "attempt": integer,
+                            "time": nullable_string,
+                            "type": string,
+                            "message": string,
+                        },
+                    },
+                },
             },
         },
         "JobList": {

@@ -14,15 +14,18 @@ from typing import Any
 import trio
 from quart import Blueprint, Response, current_app, request
 
-from .._errors import InvalidValue, ShuttingDown
+from .._dead_letter import RETRY_MAX, parse_since
+from .._errors import InvalidValue, JobNotFound, ShuttingDown
 from .._job import Job, JobStatus, job_to_json
 from .._request import JobRequest, valid_name
-from ._errors import encode_json, json_response
+from .._schedule_loop import schedule_views
+from ._errors import encode_json, error_response, json_response
 from ._figures import stats_json, workers_json
 from ._input import (
     GET_PARAMS,
     LIST_PARAMS,
     MAX_BATCH,
+    RETRY_PARAMS,
     SUBMIT_PARAMS,
     kind,
     list_limit,
@@ -46,6 +49,11 @@ ENDPOINTS = (
     "GET /jobs",
     "GET /jobs/{id}",
     "DELETE /jobs/{id}",
+    "POST /jobs/{id}/retry",
+    "POST /jobs/retry",
+    "GET /schedules",
+    "POST /schedules/{name}/pause",
+    "POST /schedules/{name}/resume",
     "GET /openapi.json",
 )
 #: Most bytes of job records in one ``GET /jobs`` answer: past it the page ends early
@@ -226,6 +234,37 @@ async def cancel(job_id: str) -> Response:
     return json_response({"job_id": job.id, "status": "cancelled", "job": job_to_json(job)})
 
 
+# -- failed jobs (the dead-letter list) --------------------------------------------------------
+
+
+@routes.post("/jobs/<job_id>/retry")
+async def retry(job_id: str) -> Response:
+    processor = _state().processor
+    if not valid_name(job_id):
+        await trio.lowlevel.checkpoint()
+        raise JobNotFound(job_id[:200])
+    job = await processor.retry(job_id)
+    return json_response({"job_id": job.id, "status": "requeued", "job": job_to_json(job)})
+
+
+@routes.post("/jobs/retry")
+async def retry_failed() -> Response:
+    state = _state()
+    given = params(request.args, RETRY_PARAMS, state.ignored_params)
+    job_type = given.get("type")
+    if job_type is not None and not valid_name(job_type):
+        # No job has such a type (see JobRequest): nothing to queue again.
+        parse_since(given.get("since"), 0.0)
+        await trio.lowlevel.checkpoint()
+        jobs: tuple[Job, ...] = ()
+        more = False
+    else:
+        batch = await state.processor.retry_failed(type=job_type, since=given.get("since"))
+        jobs, more = batch.jobs, batch.more
+    answer = {"requeued": len(jobs), "job_ids": [job.id for job in jobs], "more": more}
+    return json_response({**answer, "limit": RETRY_MAX})
+
+
 def _admitted(job: Job, created: bool) -> dict[str, Any]:
     return {
         "job_id": job.id,
@@ -238,3 +277,39 @@ def _admitted(job: Job, created: bool) -> dict[str, Any]:
 def _timestamp() -> str:
     # RFC 3339 in UTC at second precision, as the seed answers.
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# -- periodic jobs -----------------------------------------------------------------------------
+
+
+@routes.get("/schedules")
+async def list_schedules() -> Response:
+    views = await _schedule_views()
+    return json_response({"schedules": [view.to_json() for view in views]})
+
+
+@routes.post("/schedules/<name>/pause")
+async def pause_schedule(name: str) -> Response:
+    return await _set_paused(name, True)
+
+
+@routes.post("/schedules/<name>/resume")
+async def resume_schedule(name: str) -> Response:
+    return await _set_paused(name, False)
+
+
+async def _schedule_views(name: str | None = None) -> list[Any]:
+    processor = _state().processor
+    registry = processor.registry
+    now = processor.clock.now() if processor.clock is not None else time.time()
+    return await schedule_views(registry, processor.broker, now, name)
+
+
+async def _set_paused(name: str, paused: bool) -> Response:
+    processor = _state().processor
+    if name not in processor.registry.schedules:
+        # Quoted with repr: a name from the URL may hold anything.
+        return error_response(404, f"schedule {name!r} not found")
+    await processor.broker.set_schedule_paused(name, paused)
+    (view,) = await _schedule_views(name)
+    return json_response(view.to_json())
