@@ -17,24 +17,23 @@ import trio
 from ._calling import HandlerCaller
 from ._clock import WallClock
 from ._config import Config
-from ._context import JobContext
 from ._dead_letter import RETRY_MAX, RETRY_SCAN, RetryBatch, parse_since, pick_failed
 from ._errors import BrokerUnavailable, JobNotFound, JobNotRetryable, ShuttingDown
 from ._isolation import open_process_runner
-from ._job import Job, JobStatus, Priority, queue_wait
+from ._job import Job, JobStatus, Priority
 from ._log import library_logger
 from ._logging import log_enabled
 from ._outcomes import OutcomeRecorder
 from ._registry import TaskRegistry
 from ._request import JobRequest
-from ._runner import cancelled, run_attempt
 from ._schedule_loop import run_processor_schedules
-from ._stats import LatencyWindow, ProcessorStats, WorkerState, WorkerStats
+from ._stats import ProcessorStats, WorkerStats
 from ._submission import new_job, run_submit_hooks
 from ._threads import ThreadRunner
 from ._watchdog import LoopWatchdog
+from ._worker_pool import WorkerPool
 from .brokers import make_broker
-from .brokers._base import Admission, Broker, Delivery
+from .brokers._base import Admission, Broker
 
 #: Called with an event name (``submitted``, ``started``, ``completed``, ``failed``, ``retried``,
 #: ``cancelled``) and the job, synchronously, from the task where the event happened.
@@ -72,19 +71,13 @@ class Processor:
         self.clock: WallClock = None  # type: ignore[assignment]
         self._started_at = 0.0
         self._closing = False
-        self._stopping = False
         self._stop_requested = trio.Event()
         self._stopped = trio.Event()
         self._worker_scope: trio.CancelScope | None = None
         self._grace_deadline = float("inf")
-        self._workers = [WorkerState(f"worker-{i + 1}") for i in range(config.workers)]
-        self._scopes: dict[str, trio.CancelScope] = {}
-        self._cancelling: set[str] = set()
         self._listeners: list[Listener] = []
         self._threads = ThreadRunner(config.thread_workers, self._log)
         self._caller = HandlerCaller(self._threads, registry.middlewares, self._log)
-        self._queue_wait = LatencyWindow()
-        self._run_time = LatencyWindow()
         self._outcomes = OutcomeRecorder(
             self.broker,
             config,
@@ -94,6 +87,16 @@ class Processor:
             now=lambda: self.clock.now(),
         )
         self._counts = self._outcomes.counts
+        self._pool = WorkerPool(
+            config.workers,
+            broker=self.broker,
+            registry=registry,
+            caller=self._caller,
+            outcomes=self._outcomes,
+            listeners=self._listeners,
+            log=self._log,
+        )
+        self._workers = self._pool.states
         self._info = log_enabled(self._log, logging.INFO)
         self._debug = log_enabled(self._log, logging.DEBUG)
         #: Ids of jobs left unfinished when the processor stopped (filled in by :meth:`run`).
@@ -113,7 +116,7 @@ class Processor:
         """
         if self.clock is not None:
             raise RuntimeError("Processor.run() can only be called once")
-        self.clock = WallClock()
+        self.clock = self._pool.clock = WallClock()
         self._started_at = trio.current_time()
         threshold = self.config.loop_block_warning
         watchdog = LoopWatchdog(threshold, self._log) if threshold > 0 else None
@@ -128,7 +131,7 @@ class Processor:
         finally:
             # Also when run() itself is cancelled (the caller's block raised, a second signal):
             # interrupted jobs were released, so report them, close the broker, refuse new jobs.
-            self._closing = self._stopping = True
+            self._closing = self._pool.stopping = True
             self.abandoned = self.broker.unfinished_ids()
             if self.abandoned:
                 # The count, and a few ids: a line must stay short with 300,000 of them.
@@ -158,7 +161,7 @@ class Processor:
                 self._worker_scope = workers.cancel_scope
                 workers.cancel_scope.deadline = self._grace_deadline
                 for state in self._workers:
-                    workers.start_soon(self._worker, state, name=f"trio_tasks {state.id}")
+                    workers.start_soon(self._pool.work, state, name=f"trio_tasks {state.id}")
                 task_status.started()
                 await self._stop_requested.wait()
                 ticking.cancel()
@@ -183,7 +186,7 @@ class Processor:
         """
         grace = self.config.shutdown_timeout if grace is None else grace
         self._closing = True
-        self._stopping = True
+        self._pool.stopping = True
         deadline = trio.current_time() + grace
         self._grace_deadline = min(self._grace_deadline, deadline)
         if self._worker_scope is not None:
@@ -372,8 +375,8 @@ class Processor:
             queued=counts.pending,
             scheduled=counts.scheduled,
             workers=self.workers(),
-            queue_wait=self._queue_wait.percentiles(),
-            run_time=self._run_time.percentiles(),
+            queue_wait=self._pool.queue_wait.percentiles(),
+            run_time=self._pool.run_time.percentiles(),
             uptime=trio.current_time() - self._started_at if self.clock else 0.0,
             node_id=self.broker.node_id,
             cluster=cluster,
@@ -382,7 +385,7 @@ class Processor:
 
     def workers(self) -> tuple[WorkerStats, ...]:
         """A snapshot of each worker of this processor."""
-        return tuple(state.snapshot() for state in self._workers)
+        return self._pool.snapshot()
 
     def counters(self) -> dict[str, int]:
         """This processor's own counters: ``submitted``, ``completed``, ``failed``, ``retried``,
@@ -393,82 +396,7 @@ class Processor:
 
     def on_cancel(self, job_id: str) -> None:
         """Stop a running job of this node that was cancelled (called by the broker)."""
-        scope = self._scopes.get(job_id)
-        if scope is not None:
-            self._cancelling.add(job_id)
-            scope.cancel()
-
-    async def _worker(self, state: WorkerState) -> None:
-        fetch = self.broker.fetch
-        try:
-            with trio.CancelScope() as state.scope:
-                while not self._stopping:
-                    delivery = await fetch(state.id)
-                    state.state = "busy"
-                    state.current_job = delivery.job.id
-                    try:
-                        await self._execute(state, delivery)
-                    finally:
-                        state.state = "idle"
-                        state.current_job = None
-        finally:
-            # Also when the grace period ended in the middle of a job.
-            state.state = "stopped"
-
-    async def _execute(self, state: WorkerState, delivery: Delivery) -> None:
-        job = delivery.job
-        job_id = job.id
-        scope = trio.CancelScope(deadline=self.clock.trio_now() + job.timeout)
-        self._scopes[job_id] = scope
-        wait = queue_wait(job)
-        if wait is not None:
-            self._queue_wait.add(wait)
-        if self._info:
-            self._log.info(
-                "job started",
-                job_id=job_id,
-                job_type=job.type,
-                worker_id=state.id,
-                priority=str(job.priority),
-                attempt=job.attempts,
-            )
-        if self._listeners:
-            self._outcomes.emit("started", job)
-        ctx = JobContext(job, state.id, self._log, self.broker.set_progress)
-        spec = self.registry.find(job.type)
-        try:
-            attempt = await run_attempt(
-                spec, ctx, scope, self.registry, self._caller, self.clock.trio_now
-            )
-        except BaseException:
-            # The node is stopping (grace period over): hand the job back before unwinding,
-            # so it is not lost half-run.
-            with trio.CancelScope(shield=True):
-                await self.broker.release(delivery)
-            self._cancelling.discard(job_id)
-            self._log.warning("job interrupted by shutdown", job_id=job_id, job_type=job.type)
-            raise
-        finally:
-            del self._scopes[job_id]
-        if job_id in self._cancelling:
-            self._cancelling.discard(job_id)
-            attempt = cancelled(attempt.elapsed)
-        self._run_time.add(attempt.elapsed)
-        state.processed += 1
-        # Recording talks to the broker: a shutdown arriving now must not lose the outcome. The
-        # worker's own scope is shielded meanwhile (it is never cancelled while the worker holds
-        # a job): toggling a flag costs a fraction of entering a new shielded scope per job.
-        worker_scope: trio.CancelScope = state.scope
-        worker_scope.shield = True
-        try:
-            recorded = await self._outcomes.record(delivery, attempt)
-        finally:
-            worker_scope.shield = False
-        if recorded is not None:
-            if recorded:
-                state.succeeded += 1
-            else:
-                state.failed += 1
+        self._pool.on_cancel(job_id)
 
     def _require_clock(self) -> WallClock:
         if self.clock is None:
