@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import json
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,32 +33,12 @@ from ._base import (
     Recording,
     RecordStatus,
 )
+from ._retention import FinishedJobs
 
 _PENDING = JobStatus.PENDING
 _SCHEDULED = JobStatus.SCHEDULED
 _RUNNING = JobStatus.RUNNING
 _RECORDED = RecordStatus.RECORDED
-
-
-#: What a finished job costs beside its payload, result and error: the record and its indexes.
-RECORD_OVERHEAD = 512
-_encode = json.JSONEncoder(default=str).encode
-
-
-def record_size(job: Job) -> int:
-    """About how many bytes ``job`` holds: its payload, result and error message as JSON, and
-    :data:`RECORD_OVERHEAD`. The bound of byte retention (``RESULT_MAX_BYTES``)."""
-    size = RECORD_OVERHEAD
-    try:
-        if job.payload:
-            size += len(_encode(job.payload))
-        if job.result is not None:
-            size += len(_encode(job.result))
-    except (TypeError, ValueError, RecursionError):
-        size += RECORD_OVERHEAD  # not JSON (a library caller's payload): counted at least so
-    if job.error is not None:
-        size += len(job.error.message)
-    return size
 
 
 def snapshot(job: Job) -> Job:
@@ -96,12 +74,16 @@ class MemoryBroker(Broker):
         self.failed_ttl = max(result_ttl, failed_ttl)
         self.result_max_jobs = result_max_jobs
         self.result_max_bytes = result_max_bytes
-        #: The size of each finished job (see :func:`record_size`) and their sum.
-        self._sizes: dict[str, int] = {}
-        self._finished_bytes = 0
         self._clock: WallClock | None = None
         self._host: BrokerHost | None = None
         self._jobs: dict[str, Job] = {}
+        self._kept = FinishedJobs(
+            self._jobs,
+            result_ttl=result_ttl,
+            failed_ttl=self.failed_ttl,
+            max_jobs=result_max_jobs,
+            max_bytes=result_max_bytes,
+        )
         channels = [trio.open_memory_channel[Job](max_concurrency) for _ in Priority]
         self._send = {p: channels[i][0] for i, p in enumerate(Priority)}
         self._recv = [channels[Priority(p) - 1][1] for p in PRIORITIES_HIGH_FIRST]
@@ -115,10 +97,6 @@ class MemoryBroker(Broker):
         self._heap_seq = itertools.count()
         self._scheduled = 0
         self._wake: trio.CancelScope | None = None
-        # (completed_at, id) of finished jobs in the order they finished: failed ones apart,
-        # kept longer. An entry whose job was queued again since (retry) is stale: skipped.
-        self._finished: deque[tuple[float, str]] = deque()
-        self._failed: deque[tuple[float, str]] = deque()
         self._waiters: dict[str, trio.Event] = {}
         self._closed = False
         #: Periodic jobs' shared state by schedule name (see :meth:`schedule_state`).
@@ -327,35 +305,14 @@ class MemoryBroker(Broker):
         job.status = status
         job.completed_at = now
         self._unfinished -= 1
-        (self._failed if status is JobStatus.FAILED else self._finished).append((now, job.id))
-        size = self._sizes[job.id] = record_size(job)
-        self._finished_bytes += size
+        self._kept.add(job)
         waiter = self._waiters.pop(job.id, None)
         if waiter is not None:
             waiter.set()
-        self._evict(now)
+        self._kept.evict(now)
 
     def _evict(self, now: float) -> None:
-        finished, failed = self._finished, self._failed
-        horizon, failed_horizon = now - self.result_ttl, now - self.failed_ttl
-        while finished and finished[0][0] <= horizon:
-            self._forget(finished.popleft())
-        while failed and failed[0][0] <= failed_horizon:
-            self._forget(failed.popleft())
-        # Past the count or bytes: completed and cancelled jobs go first, failed ones last.
-        while (finished or failed) and (
-            len(finished) + len(failed) > self.result_max_jobs
-            or self._finished_bytes > self.result_max_bytes
-        ):
-            self._forget((finished or failed).popleft())
-
-    def _forget(self, entry: tuple[float, str]) -> None:
-        done, job_id = entry
-        job = self._jobs.get(job_id)
-        if job is None or job.completed_at != done or not job.status.is_final:
-            return  # stale: the job was queued again (retry) since
-        del self._jobs[job_id]
-        self._finished_bytes -= self._sizes.pop(job_id, 0)
+        self._kept.evict(now)
 
     def _restore_finished(self, job: Job) -> None:
         """Keep ``job``, final already (reloaded from the SQLite broker's file, in the order
@@ -363,10 +320,7 @@ class MemoryBroker(Broker):
         self._jobs[job.id] = job
         if job.completed_at is None:
             job.completed_at = 0.0
-        queue = self._failed if job.status is JobStatus.FAILED else self._finished
-        queue.append((job.completed_at, job.id))
-        size = self._sizes[job.id] = record_size(job)
-        self._finished_bytes += size
+        self._kept.add(job)
 
     # -- lookups and cancellation ----------------------------------------------------------
 
@@ -418,7 +372,7 @@ class MemoryBroker(Broker):
         if self._unfinished + 1 > self.max_concurrency:
             raise QueueFull(self.max_concurrency)
         fresh = self._jobs[job_id] = requeued(job)
-        self._finished_bytes -= self._sizes.pop(job_id, 0)
+        self._kept.discard(job_id)
         self._unfinished += 1
         self._push(fresh)
         return fresh
