@@ -49,6 +49,7 @@ def make_broker(url: str, config: Config, *, logger: Any = None) -> Broker:
                 max_concurrency=config.max_concurrency,
                 result_ttl=config.result_ttl,
                 result_max_jobs=config.result_max_jobs,
+                result_max_bytes=config.result_max_bytes,
                 failed_ttl=config.failed_ttl,
                 logger=logger,
                 min_replicas=config.broker_min_replicas,

@@ -1,4 +1,4 @@
-#!lua name=trio_tasks_5
+#!lua name=trio_tasks_6
 --[[
 trio-tasks: every state change of the Redis broker that touches more than one key.
 
@@ -17,6 +17,8 @@ called with FCALL. docs/redis.md describes the key layout; in short:
     11    waiters     hash id -> 1 for jobs someone waits for (their end is PUBLISHed)
     12    seq         counter: submission order and lease tokens
     13    nodes       zset node id -> registry deadline (server ms): the live nodes
+    14    sizes       hash id -> bytes: the size of each job in finished (job_size)
+    15    finished_bytes  counter: the sum of sizes, what RESULT_MAX_BYTES bounds
   ARGV[1] is the key prefix ("tt:{namespace}:"); a job's record is the hash prefix.."job:"..id,
   the channels are prefix.."cancel" and prefix.."done". All keys share the {namespace} hash
   tag, so on Redis Cluster they live in one slot and every function is valid there.
@@ -47,12 +49,16 @@ local QUEUE = {['1'] = 1, ['2'] = 2, ['3'] = 3, ['4'] = 4}
 
 local SCHED, RUN, FINISHED, INDEX, WAKE, STATS, WAITERS, SEQ, NODES = 5, 6, 7, 8, 9, 10, 11, 12,
   13
+local SIZES, FINISHED_BYTES = 14, 15
 -- A corrupt running job the node did not quarantine yet is looked at again after this long.
 local CORRUPT_RETRY_MS = 5000
 -- Wake-up tokens kept at most: enough to wake every idle node, bounded when nobody listens.
 local WAKE_CAP = 64
 -- Work done per call by eviction and the reaper, so no call blocks Redis for long.
 local BATCH = 200
+-- What a finished job costs beside its payload, result and error: the record and its indexes
+-- (trio_tasks.brokers._retention.RECORD_OVERHEAD).
+local RECORD_OVERHEAD = 512
 
 local function job_key(prefix, id)
   return prefix .. 'job:' .. id
@@ -127,6 +133,49 @@ local function ms(seconds)
   return math.max(1, math.floor(tonumber(seconds) * 1000 + 0.5))
 end
 
+-- The bytes a finished job counts against RESULT_MAX_BYTES, as the memory broker's
+-- record_size measures them: RECORD_OVERHEAD plus the stored JSON of its payload, result and
+-- error (their lengths: no decoding; a null result or error counts nothing). Only commands
+-- of the documented ACL rule: HMGET and GET/SET (in place of HSTRLEN and INCRBY).
+local function job_size(key)
+  local size = RECORD_OVERHEAD
+  for _, value in ipairs(redis.call('HMGET', key, 'payload', 'result', 'error')) do
+    if value and value ~= 'null' then
+      size = size + #value
+    end
+  end
+  return size
+end
+
+local function add_bytes(keys, n)
+  local total = (tonumber(redis.call('GET', keys[FINISHED_BYTES])) or 0) + n
+  redis.call('SET', keys[FINISHED_BYTES], total)
+end
+
+-- Record the size of a job entering finished (replacing any size recorded for it before).
+local function add_size(keys, id, key)
+  local size = job_size(key)
+  local old = tonumber(redis.call('HGET', keys[SIZES], id)) or 0
+  redis.call('HSET', keys[SIZES], id, size)
+  add_bytes(keys, size - old)
+end
+
+-- Take the recorded sizes of ids (left finished, or never in it) out of the total.
+local function drop_sizes(keys, ids)
+  if #ids == 0 then
+    return
+  end
+  local sizes = redis.call('HMGET', keys[SIZES], unpack(ids))
+  local total = 0
+  for i = 1, #ids do
+    total = total + (tonumber(sizes[i]) or 0)
+  end
+  if total ~= 0 then
+    redis.call('HDEL', keys[SIZES], unpack(ids))
+    add_bytes(keys, -total)
+  end
+end
+
 -- A job reaches a final state: record it, keep it for the retention period (failed_s for a
 -- failed job, ttl_s for the others: failed_s >= ttl_s), tell waiters. A failed job's score in
 -- finished is moved ahead by failed_s - ttl_s, so evict (by age at ttl_s, then the lowest
@@ -144,6 +193,7 @@ local function finalize(keys, prefix, id, key, status, now, ttl_s, failed_s, fie
   redis.call('HDEL', key, 'cxl')
   redis.call('PEXPIRE', key, ms(keep))
   redis.call('ZADD', keys[FINISHED], score, id)
+  add_size(keys, id, key)
   redis.call('HINCRBY', keys[STATS], string.sub(status, 2, -2), 1)
   if redis.call('HDEL', keys[WAITERS], id) == 1 then
     redis.call('PUBLISH', prefix .. 'done', id)
@@ -161,10 +211,13 @@ local function forget(keys, prefix, ids)
   redis.call('DEL', unpack(jobs))
   redis.call('ZREM', keys[INDEX], unpack(ids))
   redis.call('ZREM', keys[FINISHED], unpack(ids))
+  drop_sizes(keys, ids)
 end
 
--- Retention: drop final jobs older than ttl, then the oldest beyond max_jobs.
-local function evict(keys, prefix, now, ttl_s, max_jobs)
+-- Retention: drop final jobs older than ttl (and with them the sizes of those whose key
+-- expired already), then the oldest beyond max_jobs, then the oldest while their sizes sum to
+-- more than max_bytes; at most BATCH jobs by each rule per call.
+local function evict(keys, prefix, now, ttl_s, max_jobs, max_bytes)
   local horizon = tonumber(now) - tonumber(ttl_s)
   forget(keys, prefix,
     redis.call('ZRANGEBYSCORE', keys[FINISHED], '-inf', horizon, 'LIMIT', 0, BATCH))
@@ -174,6 +227,22 @@ local function evict(keys, prefix, now, ttl_s, max_jobs)
       excess = BATCH
     end
     forget(keys, prefix, redis.call('ZRANGE', keys[FINISHED], 0, excess - 1))
+  end
+  local over = (tonumber(redis.call('GET', keys[FINISHED_BYTES])) or 0) - tonumber(max_bytes)
+  if over > 0 then
+    local oldest = redis.call('ZRANGE', keys[FINISHED], 0, BATCH - 1)
+    if #oldest > 0 then
+      local sizes = redis.call('HMGET', keys[SIZES], unpack(oldest))
+      local ids = {}
+      for i, id in ipairs(oldest) do
+        ids[i] = id
+        over = over - (tonumber(sizes[i]) or 0)
+        if over <= 0 then
+          break
+        end
+      end
+      forget(keys, prefix, ids)
+    end
   end
 end
 
@@ -295,6 +364,11 @@ local function enqueue(keys, args)
   local queued = 0
   for _, job in ipairs(jobs) do
     redis.call('HSET', job.key, unpack(args, job.first, job.last))
+    -- The id of a finished job whose key expired and that evict has not forgotten yet: its
+    -- entry in finished (and size) must not outlive it and evict the new job.
+    if redis.call('ZREM', keys[FINISHED], job.id) == 1 then
+      drop_sizes(keys, {job.id})
+    end
     if job.score == '' then
       redis.call('RPUSH', keys[job.priority], job.id)
       queued = queued + 1
@@ -343,8 +417,8 @@ end
 --[[ finish: record the outcomes of leased jobs; each is fenced by its lease token; then lease
 the next job for each worker that has just become free (as fetch does, after the outcomes, so
 a retry queued now competes like any job).
-ARGV: prefix, now, failed_s, ttl_s, max_jobs, node, lease_ms, k, worker_id JSON x k, then per
-outcome: id, token, kind, value, at.
+ARGV: prefix, now, failed_s, ttl_s, max_jobs, max_bytes, node, lease_ms, k, worker_id JSON x k,
+then per outcome: id, token, kind, value, at.
 kind: c completed (value = result JSON), f failed (value = error JSON), r retry (value =
 error JSON, at = run_at), x cancelled, l released (back to the front of its queue), u
 un-fetched (as l, and the attempt is not counted).
@@ -355,10 +429,10 @@ changed), or false for a key of another type than hash. leased is what lease ret
 ]]
 local function finish(keys, args)
   local prefix, now, failed_s, ttl_s, max_jobs = args[1], args[2], args[3], args[4], args[5]
-  local node, lease_ms, k = args[6], tonumber(args[7]), tonumber(args[8])
+  local max_bytes, node, lease_ms, k = args[6], args[7], tonumber(args[8]), tonumber(args[9])
   local out = {}
   local queued = 0
-  for i = 9 + k, #args, 5 do
+  for i = 10 + k, #args, 5 do
     local id, token, kind, value, at = args[i], args[i + 1], args[i + 2], args[i + 3],
       args[i + 4]
     local key = job_key(prefix, id)
@@ -404,14 +478,14 @@ local function finish(keys, args)
       out[#out + 1] = redis.call('HGET', key, 'status')
     end
   end
-  local leased = lease(keys, prefix, now, lease_ms, node, {unpack(args, 9, 8 + k)})
+  local leased = lease(keys, prefix, now, lease_ms, node, {unpack(args, 10, 9 + k)})
   -- Jobs queued again here and not taken at once: wake idle nodes for them.
   wake(keys, queued - #leased / 3)
-  evict(keys, prefix, now, ttl_s, max_jobs)
+  evict(keys, prefix, now, ttl_s, max_jobs, max_bytes)
   return {out, leased}
 end
 
---[[ cancel: ARGV: prefix, id, now, failed_s, ttl_s, max_jobs.
+--[[ cancel: ARGV: prefix, id, now, failed_s, ttl_s, max_jobs, max_bytes.
 Returns {'missing'}, {'final', status}, {'running', record} (flagged and announced on the
 cancel channel; the node running it stops it), {'cancelled', record}, or {'corrupt'} (an
 unknown status or a key of another type: nothing was changed, the node quarantines it).
@@ -419,6 +493,7 @@ unknown status or a key of another type: nothing was changed, the node quarantin
 local function cancel(keys, args)
   local prefix, id, now, failed_s, ttl_s, max_jobs = args[1], args[2], args[3], args[4], args[5],
     args[6]
+  local max_bytes = args[7]
   local key = job_key(prefix, id)
   local cur = fields(key, 'status', 'priority')
   if not cur then
@@ -445,8 +520,10 @@ local function cancel(keys, args)
     redis.call('ZREM', keys[SCHED], id)
   end
   finalize(keys, prefix, id, key, CANCELLED, now, ttl_s, failed_s)
-  evict(keys, prefix, now, ttl_s, max_jobs)
-  return {'cancelled', record(key)}
+  local cancelled = record(key)
+  evict(keys, prefix, now, ttl_s, max_jobs, max_bytes)
+  -- A job larger than max_bytes on its own is evicted at once: its record is read before.
+  return {'cancelled', cancelled}
 end
 
 --[[ promote: move due scheduled jobs to the end of their queue, each exactly once.
@@ -478,14 +555,14 @@ end
 --[[ reap: leases past their deadline (server time) lose their job: it goes back to the front
 of its queue, or ends cancelled (cancellation was requested) or failed (no attempts left).
 The token is cleared so the node that lost the lease cannot record anything any more.
-ARGV: prefix, now, failed_s, ttl_s, max_jobs, error JSON for jobs out of attempts.
+ARGV: prefix, now, failed_s, ttl_s, max_jobs, max_bytes, error JSON for jobs out of attempts.
 Returns {reaped ids, corrupt ids}: a record that cannot be reaped safely (a key of another type,
 an unknown status, a priority or attempts that are not what they should be) stays in running,
 looked at again CORRUPT_RETRY_MS later, for the node to quarantine.
 ]]
 local function reap(keys, args)
-  local prefix, now, failed_s, ttl_s, max_jobs, error = args[1], args[2], args[3], args[4],
-    args[5], args[6]
+  local prefix, now, failed_s, ttl_s, max_jobs, max_bytes, error = args[1], args[2], args[3],
+    args[4], args[5], args[6], args[7]
   local now_ms = server_ms()
   local expired = redis.call('ZRANGEBYSCORE', keys[RUN], '-inf', now_ms, 'LIMIT', 0, BATCH)
   local queued = 0
@@ -518,7 +595,7 @@ local function reap(keys, args)
   end
   wake(keys, queued)
   if #reaped > 0 then
-    evict(keys, prefix, now, ttl_s, max_jobs)
+    evict(keys, prefix, now, ttl_s, max_jobs, max_bytes)
   end
   return {reaped, corrupt}
 end
@@ -598,6 +675,7 @@ local function list(keys, args)
     local chunk = {unpack(gone, first, math.min(first + BATCH - 1, #gone))}
     redis.call('ZREM', keys[INDEX], unpack(chunk))
     redis.call('ZREM', keys[FINISHED], unpack(chunk))
+    drop_sizes(keys, chunk)
   end
   return out
 end
@@ -638,6 +716,7 @@ local function quarantine(keys, args)
   redis.call('HSET', key, 'qtn', '1', unpack(args, 6))
   redis.call('PEXPIRE', key, ttl_ms)
   redis.call('ZADD', keys[FINISHED], now, id)
+  add_size(keys, id, key)
   if not redis.call('ZSCORE', keys[INDEX], id) then
     redis.call('ZADD', keys[INDEX], redis.call('INCR', keys[SEQ]), id)
   end
@@ -679,6 +758,7 @@ local function retry(keys, args)
   redis.call('HDEL', key, 'tok', 'cxl', 'node', 'qtn')
   redis.call('PERSIST', key)
   redis.call('ZREM', keys[FINISHED], id)
+  drop_sizes(keys, {id})
   redis.call('RPUSH', keys[queue_of(cur[3])], id)
   redis.call('HINCRBY', keys[STATS], 'requeued', 1)
   wake(keys, 1)
@@ -705,19 +785,19 @@ local function cluster(keys, args)
   return {redis.call('HGETALL', keys[STATS]), nodes}
 end
 
-redis.register_function('tt5_enqueue', enqueue)
-redis.register_function('tt5_fetch', fetch)
-redis.register_function('tt5_heartbeat', heartbeat)
-redis.register_function('tt5_finish', finish)
-redis.register_function('tt5_cancel', cancel)
-redis.register_function('tt5_promote', promote)
-redis.register_function('tt5_reap', reap)
-redis.register_function('tt5_progress', progress)
-redis.register_function('tt5_watch', watch)
-redis.register_function('tt5_list', list)
-redis.register_function('tt5_quarantine', quarantine)
-redis.register_function('tt5_leave', leave)
-redis.register_function('tt5_retry', retry)
+redis.register_function('tt6_enqueue', enqueue)
+redis.register_function('tt6_fetch', fetch)
+redis.register_function('tt6_heartbeat', heartbeat)
+redis.register_function('tt6_finish', finish)
+redis.register_function('tt6_cancel', cancel)
+redis.register_function('tt6_promote', promote)
+redis.register_function('tt6_reap', reap)
+redis.register_function('tt6_progress', progress)
+redis.register_function('tt6_watch', watch)
+redis.register_function('tt6_list', list)
+redis.register_function('tt6_quarantine', quarantine)
+redis.register_function('tt6_leave', leave)
+redis.register_function('tt6_retry', retry)
 -- Read-only: allowed on replicas and in read-only scripts.
-redis.register_function{function_name = 'tt5_counts', callback = counts, flags = {'no-writes'}}
-redis.register_function{function_name = 'tt5_cluster', callback = cluster, flags = {'no-writes'}}
+redis.register_function{function_name = 'tt6_counts', callback = counts, flags = {'no-writes'}}
+redis.register_function{function_name = 'tt6_cluster', callback = cluster, flags = {'no-writes'}}

@@ -75,9 +75,11 @@ class RedisBroker(Broker):
             duration, default 15s).
         max_concurrency: the admission bound, counted cluster-wide (pending, scheduled and
             running jobs of the namespace).
-        result_ttl, result_max_jobs: retention of finished jobs (cluster-wide).
+        result_ttl, result_max_jobs, result_max_bytes: retention of finished jobs
+            (cluster-wide): by age, count and bytes (payload, result and error as stored
+            JSON, plus 512 bytes a job; the oldest go first).
         failed_ttl: how long failed jobs are kept (if longer than ``result_ttl``); they are
-            also the last evicted by ``result_max_jobs``.
+            also the last evicted by ``result_max_jobs`` and ``result_max_bytes``.
         lease: how long a running job stays leased without a heartbeat (overrides the URL).
         poll_interval: the longest an idle node waits before looking again without a wake-up,
             and the period of promotion and reaping.
@@ -107,6 +109,7 @@ class RedisBroker(Broker):
         max_concurrency: int = 100,
         result_ttl: float = 3600.0,
         result_max_jobs: int = 10_000,
+        result_max_bytes: int = 256 * 1_048_576,
         failed_ttl: float = 0.0,
         namespace: str | None = None,
         lease: float | None = None,
@@ -150,6 +153,7 @@ class RedisBroker(Broker):
             outcome_timeout=self.outcome_timeout,
             logger=log,
             failed_ttl=failed_ttl,
+            result_max_bytes=result_max_bytes,
         )
         self._scripts = node.scripts
         self.min_replicas = min_replicas

@@ -16,8 +16,8 @@ from .._job import Priority
 #: The Lua library (``#!lua name=...`` in ``_redis.lua``) and the prefix of its functions.
 #: Both change together whenever the functions change incompatibly, so nodes of two versions
 #: sharing one Redis never call each other's code.
-LIBRARY_NAME = "trio_tasks_5"
-FUNCTION_PREFIX = "tt5_"
+LIBRARY_NAME = "trio_tasks_6"
+FUNCTION_PREFIX = "tt6_"
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
@@ -43,6 +43,9 @@ class RedisKeys:
     waiters: str
     seq: str
     nodes: str
+    #: Hash id -> bytes of each finished job, and their sum (``RESULT_MAX_BYTES``).
+    sizes: str
+    finished_bytes: str
     cancel_channel: str
     done_channel: str
     script_keys: tuple[str, ...]
@@ -63,14 +66,18 @@ class RedisKeys:
         }
         seq = prefix + "seq"
         nodes = prefix + "nodes"
+        sizes = prefix + "sizes"
+        finished_bytes = prefix + "finished_bytes"
         # The order _redis.lua expects: q:1..q:4, then these.
-        script_keys = (*queues, *named.values(), seq, nodes)
+        script_keys = (*queues, *named.values(), seq, nodes, sizes, finished_bytes)
         return cls(
             namespace=namespace,
             prefix=prefix,
             queues=queues,
             seq=seq,
             nodes=nodes,
+            sizes=sizes,
+            finished_bytes=finished_bytes,
             cancel_channel=prefix + "cancel",
             done_channel=prefix + "done",
             script_keys=script_keys,

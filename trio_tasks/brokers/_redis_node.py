@@ -53,10 +53,12 @@ class RedisNode:
         outcome_timeout: float,
         logger: Any = None,
         failed_ttl: float = 0.0,
+        result_max_bytes: int = 256 * 1_048_576,
     ) -> None:
         self.client = client
         self.keys = keys
-        self.scripts = RedisScripts(client, keys)
+        #: Retention's byte bound is applied by the scripts (``RedisScripts.max_bytes``).
+        self.scripts = RedisScripts(client, keys, max_bytes=result_max_bytes)
         self.link = link
         self.node_id = node_id
         self.lease = lease

@@ -118,11 +118,18 @@ class NotReplicated(BrokerUnavailable):
 
 
 class RedisScripts:
-    """The Lua library bound to one client and namespace."""
+    """The Lua library bound to one client and namespace.
 
-    def __init__(self, client: Client, keys: RedisKeys) -> None:
+    ``max_bytes``: the byte bound of retention (``RESULT_MAX_BYTES``) that :meth:`finish`,
+    :meth:`cancel` and :meth:`reap` apply with their ``ttl`` and ``max_jobs``.
+    """
+
+    def __init__(
+        self, client: Client, keys: RedisKeys, *, max_bytes: int = 256 * 1_048_576
+    ) -> None:
         self.client = client
         self.keys = keys
+        self.max_bytes = max_bytes
         self._code = library_code()
         self._script_keys = list(keys.script_keys)
         self._prefix = keys.prefix
@@ -308,7 +315,7 @@ class RedisScripts:
             NotReplicated: fewer replicas than required confirmed it (:meth:`confirm_writes`).
         """
         args = [num(now), num(max(ttl, failed_ttl or 0.0)), num(ttl), str(max_jobs)]
-        args += [node, str(lease_ms), str(len(workers))]
+        args += [str(self.max_bytes), node, str(lease_ms), str(len(workers))]
         args += [_dumps(worker) for worker in workers]
         for outcome in outcomes:
             args += outcome[:5]
@@ -329,6 +336,7 @@ class RedisScripts:
     ) -> CancelResult:
         """Cancel a job; see ``cancel`` in ``_redis.lua``."""
         args = [job_id, num(now), num(max(ttl, failed_ttl or 0.0)), num(ttl), str(max_jobs)]
+        args.append(str(self.max_bytes))
         reply = await self._call("cancel", args)
         code = reply[0]
         if code == "missing":
@@ -349,7 +357,8 @@ class RedisScripts:
         self, now: float, ttl: float, max_jobs: int, error: str, failed_ttl: float | None = None
     ) -> tuple[list[str], list[str]]:
         """Take back expired leases; return the ids, and those of corrupt records found."""
-        args = [num(now), num(max(ttl, failed_ttl or 0.0)), num(ttl), str(max_jobs), error]
+        args = [num(now), num(max(ttl, failed_ttl or 0.0)), num(ttl), str(max_jobs)]
+        args += [str(self.max_bytes), error]
         reaped, corrupt = await self._call("reap", args)
         return [str(job_id) for job_id in reaped], [str(job_id) for job_id in corrupt]
 
