@@ -52,6 +52,8 @@ class ThreadRunner:
 
         def call() -> Any:
             with lock:
+                if run.abandoned:
+                    return None  # the job ended before its thread started: do not run it
                 run.started = True
             try:
                 return handler(ctx)
@@ -69,9 +71,9 @@ class ThreadRunner:
             return await trio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self.limiter)
         except trio.Cancelled:
             with lock:
+                run.abandoned = True
                 started_and_running = run.started and not run.done
                 if started_and_running:
-                    run.abandoned = True
                     self.stuck += 1
             if started_and_running:
                 self._log.warning(

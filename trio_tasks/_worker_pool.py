@@ -76,6 +76,12 @@ class WorkerPool:
             with trio.CancelScope() as state.scope:
                 while not self.stopping:
                     delivery = await fetch(state.id)
+                    if state.scope.cancel_called:
+                        # Shutdown cancelled this idle worker while its fetch was returning a
+                        # job: running it now would be cut at its first checkpoint. Hand it back.
+                        with trio.CancelScope(shield=True):
+                            await self._broker.release(delivery)
+                        break
                     state.state = "busy"
                     state.current_job = delivery.job.id
                     try:
@@ -114,9 +120,12 @@ class WorkerPool:
             )
         except BaseException:
             # The node is stopping (grace period over): hand the job back before unwinding,
-            # so it is not lost half-run.
+            # so it is not lost half-run; a job cancelled on request meanwhile ends cancelled.
             with trio.CancelScope(shield=True):
-                await self._broker.release(delivery)
+                if job_id in self.cancelling:
+                    await self._broker.finish_cancelled(delivery)
+                else:
+                    await self._broker.release(delivery)
             self.cancelling.discard(job_id)
             self._log.warning("job interrupted by shutdown", job_id=job_id, job_type=job.type)
             raise
