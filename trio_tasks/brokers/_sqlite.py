@@ -305,6 +305,10 @@ class SqliteBroker(MemoryBroker):
         Raises:
             BrokerUnavailable: the journal cannot be written (nothing changed).
         """
+        if self._journal.closed:
+            # A cancellation answered now would never reach the file: refuse it.
+            await trio.lowlevel.checkpoint()
+            raise BrokerUnavailable("the SQLite broker is stopped")
         if self._journal.error is not None:
             await trio.lowlevel.checkpoint()
             raise BrokerUnavailable(self._journal.error)

@@ -185,6 +185,11 @@ class Journal:
             if error is not None:
                 raise StoreError(error)
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: nothing more will be written."""
+        return self._closed
+
     def put(self, job: Job) -> None:
         """Write ``job`` with the next commit, as it is when that commit starts.
 
@@ -246,6 +251,10 @@ class Journal:
                 self._batch.retry(batch)
                 for job_id in batch.new:
                     self._rows.pop(job_id, None)
+                # Probe again soon with a real write (retention), so that the error clears by
+                # itself once the disk is back, even on a node that gets no new work.
+                self._retained_at = -math.inf
+                self._dirty.set()
             batch.done.set()
             self._writing = None
             writing.set()

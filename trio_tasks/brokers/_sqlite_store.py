@@ -235,12 +235,16 @@ class JobStore:
         try:
             if rows != "[]":
                 self.connection.execute(_WRITE, (rows, records))
-            if retention is not None:
-                deleted = self._retain(retention)
         except sqlite3.Error as exc:
             return Written(describe(self.path, exc, "cannot write"), deleted)
         except OSError as exc:
             return Written(f"cannot write {self.path}: {exc.strerror or exc}", deleted)
+        if retention is not None:
+            # The rows are committed whatever happens next: a failed retention (a full disk
+            # while its deletions grow the log) must not make them look unwritten. Retention
+            # runs again within a second.
+            with contextlib.suppress(sqlite3.Error, OSError):
+                deleted = self._retain(retention)
         return Written(None, deleted)
 
     def drop(self, numbers: Sequence[int]) -> None:
