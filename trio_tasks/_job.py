@@ -124,6 +124,11 @@ class Job:
     errors: list[dict[str, Any]] = attrs.field(factory=list)
 
 
+def snapshot(job: Job) -> Job:
+    """A shallow copy of ``job`` that a caller may keep while the original moves on."""
+    return attrs.evolve(job)
+
+
 def queue_wait(job: Job) -> float | None:
     """Seconds from the moment ``job`` became runnable to its start, ``None`` if not started.
 

@@ -70,12 +70,6 @@ class OutcomeRecorder:
         retry_in: float | None = None
         if end is _SUCCEEDED:
             recording = await broker.complete(delivery, attempt.result)
-            if recording.status is _RECORDED and not self._info:
-                # The hot path, spelled out: no log line to build at this level.
-                self.counts["completed"] += 1
-                if self._listeners:
-                    self.emit("completed", recording.job)
-                return True
         elif end is AttemptEnd.CANCELLED:
             recording = await broker.finish_cancelled(delivery)
         else:

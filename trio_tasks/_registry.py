@@ -184,35 +184,7 @@ class TaskRegistry:
             raise InvalidValue(f"job type name must be a non-empty string, got {name!r}")
         if name in self._specs:
             raise InvalidValue(f"job type {name!r} is already registered")
-        if not callable(handler):
-            raise InvalidValue(f"handler for {name!r} must be callable, got {handler!r}")
-        seconds = None
-        if timeout is not None:
-            seconds = parse_duration(timeout, name=f"timeout of job type {name!r}")
-            if seconds <= 0:
-                raise InvalidValue(f"timeout of job type {name!r} must be > 0, got {timeout!r}")
-        if retries is not None and (
-            not isinstance(retries, int) or isinstance(retries, bool) or retries < 0
-        ):
-            raise InvalidValue(f"retries of job type {name!r} must be an int >= 0, got {retries!r}")
-        is_async = inspect.iscoroutinefunction(handler)
-        if isolate not in _ISOLATION:
-            raise InvalidValue(
-                f"isolate of job type {name!r} must be 'thread' or 'process', got {isolate!r}"
-            )
-        if isolate is not None and is_async:
-            raise InvalidValue(
-                f"isolate={isolate!r} of job type {name!r} needs a plain def handler, "
-                "not an async def one"
-            )
-        spec = TaskSpec(
-            name=name,
-            handler=handler,
-            is_async=is_async,
-            timeout=seconds,
-            retries=retries,
-            isolate=isolate,
-        )
+        spec = _build_spec(name, handler, timeout=timeout, retries=retries, isolate=isolate)
         self._specs[name] = spec
         return spec
 
@@ -237,8 +209,7 @@ class TaskRegistry:
         def decorate(function: H) -> H:
             if self._fallback is not None:
                 raise InvalidValue("a fallback handler is already registered")
-            # The same checks as a named type's, without taking a name.
-            self._fallback = TaskRegistry().register(
+            self._fallback = _build_spec(
                 FALLBACK, function, timeout=timeout, retries=retries, isolate=isolate
             )
             return function
@@ -277,3 +248,44 @@ class TaskRegistry:
 
     def __len__(self) -> int:
         return len(self._specs)
+
+
+def _build_spec(
+    name: str,
+    handler: Handler,
+    *,
+    timeout: str | float | None,
+    retries: int | None,
+    isolate: str | None,
+) -> TaskSpec:
+    """A checked :class:`TaskSpec` (the checks of a named type and of the fallback alike)."""
+    if not callable(handler):
+        raise InvalidValue(f"handler for {name!r} must be callable, got {handler!r}")
+    seconds = None
+    if timeout is not None:
+        seconds = parse_duration(timeout, name=f"timeout of job type {name!r}")
+        if seconds <= 0:
+            raise InvalidValue(f"timeout of job type {name!r} must be > 0, got {timeout!r}")
+    if retries is not None and (
+        not isinstance(retries, int) or isinstance(retries, bool) or retries < 0
+    ):
+        raise InvalidValue(f"retries of job type {name!r} must be an int >= 0, got {retries!r}")
+    is_async = inspect.iscoroutinefunction(handler)
+    if isolate not in _ISOLATION:
+        raise InvalidValue(
+            f"isolate of job type {name!r} must be 'thread' or 'process', got {isolate!r}"
+        )
+    if isolate is not None and is_async:
+        raise InvalidValue(
+            f"isolate={isolate!r} of job type {name!r} needs a plain def handler, "
+            "not an async def one"
+        )
+    spec = TaskSpec(
+        name=name,
+        handler=handler,
+        is_async=is_async,
+        timeout=seconds,
+        retries=retries,
+        isolate=isolate,
+    )
+    return spec

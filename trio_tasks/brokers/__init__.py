@@ -31,13 +31,7 @@ def make_broker(url: str, config: Config, *, logger: Any = None) -> Broker:
             file that cannot be used (in use by another process, corrupt, not writable).
     """
     if url.startswith("memory://"):
-        return MemoryBroker(
-            max_concurrency=config.max_concurrency,
-            result_ttl=config.result_ttl,
-            result_max_jobs=config.result_max_jobs,
-            result_max_bytes=config.result_max_bytes,
-            failed_ttl=config.failed_ttl,
-        )
+        return MemoryBroker(**_limits(config))
     if url.startswith("sqlite://"):
         return _sqlite_broker(url, config, logger)
     if url.startswith(REDIS_SCHEMES):
@@ -46,11 +40,7 @@ def make_broker(url: str, config: Config, *, logger: Any = None) -> Broker:
         try:
             return RedisBroker(
                 url,
-                max_concurrency=config.max_concurrency,
-                result_ttl=config.result_ttl,
-                result_max_jobs=config.result_max_jobs,
-                result_max_bytes=config.result_max_bytes,
-                failed_ttl=config.failed_ttl,
+                **_limits(config),
                 logger=logger,
                 min_replicas=config.broker_min_replicas,
             )
@@ -65,6 +55,17 @@ def make_broker(url: str, config: Config, *, logger: Any = None) -> Broker:
     )
 
 
+def _limits(config: Config) -> dict[str, Any]:
+    """The admission bound and retention every broker takes from ``config``."""
+    return {
+        "max_concurrency": config.max_concurrency,
+        "result_ttl": config.result_ttl,
+        "result_max_jobs": config.result_max_jobs,
+        "result_max_bytes": config.result_max_bytes,
+        "failed_ttl": config.failed_ttl,
+    }
+
+
 def _sqlite_broker(url: str, config: Config, logger: Any) -> Broker:
     from ._sqlite import SqliteBroker, parse_sqlite_url
     from ._sqlite_store import StoreError
@@ -73,11 +74,7 @@ def _sqlite_broker(url: str, config: Config, logger: Any) -> Broker:
     try:
         return SqliteBroker(
             path,
-            max_concurrency=config.max_concurrency,
-            result_ttl=config.result_ttl,
-            result_max_jobs=config.result_max_jobs,
-            result_max_bytes=config.result_max_bytes,
-            failed_ttl=config.failed_ttl,
+            **_limits(config),
             retry_delay=config.retry_delay,
             retry_max_delay=config.retry_max_delay,
             synchronous=synchronous,

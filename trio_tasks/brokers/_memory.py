@@ -21,6 +21,7 @@ from .._job import (
     JobStatus,
     Priority,
     requeued,
+    snapshot,
 )
 from .._schedules import ScheduleState
 from ._base import (
@@ -39,11 +40,6 @@ _PENDING = JobStatus.PENDING
 _SCHEDULED = JobStatus.SCHEDULED
 _RUNNING = JobStatus.RUNNING
 _RECORDED = RecordStatus.RECORDED
-
-
-def snapshot(job: Job) -> Job:
-    """A shallow copy of ``job`` that the caller may keep while the original moves on."""
-    return attrs.evolve(job)
 
 
 class MemoryBroker(Broker):

@@ -12,11 +12,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
-import attrs
 import trio
 
 from .._errors import BrokerUnavailable
-from .._job import Job, job_from_record, salvage_record
+from .._job import Job, job_from_record, salvage_record, snapshot
 from .._log import library_logger
 from ._base import Admission, BrokerHost
 from ._redis_client import Client
@@ -29,11 +28,6 @@ from ._redis_scripts import RedisScripts
 CANCELS_KEPT = 4096
 #: The raw record of a quarantined job is kept at least this long (seconds).
 QUARANTINE_MIN_KEEP = 7 * 24 * 3600.0
-
-
-def snapshot(job: Job) -> Job:
-    """A shallow copy of ``job`` that the caller may keep while the original moves on."""
-    return attrs.evolve(job)
 
 
 class RedisNode:

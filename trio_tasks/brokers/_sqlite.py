@@ -23,10 +23,10 @@ import trio
 
 from .._backoff import backoff_delay
 from .._errors import BrokerUnavailable, InvalidValue
-from .._job import Job, JobError, JobStatus, job_from_record, salvage_record
+from .._job import Job, JobError, JobStatus, job_from_record, salvage_record, snapshot
 from .._log import library_logger
 from ._base import Admission, BrokerHost, CancelOutcome, Delivery, Recording, RecordStatus
-from ._memory import MemoryBroker, snapshot
+from ._memory import MemoryBroker
 from ._sqlite_journal import Journal
 from ._sqlite_schedules import load_schedules, save_schedule
 from ._sqlite_store import SYNCHRONOUS, JobStore, Retention, StoredJob, StoreError
