@@ -8,7 +8,7 @@ import trio
 
 import trio_tasks
 from trio_tasks._config import build_config
-from trio_tasks._logging import redact_url, url_secrets
+from trio_tasks._secrets import redact_url, url_secrets
 from trio_tasks.brokers._retention import RECORD_OVERHEAD, record_size
 from trio_tasks.http._input import MAX_JSON_VALUES, parse_json
 

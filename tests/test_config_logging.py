@@ -14,7 +14,8 @@ import structlog
 import trio
 
 import trio_tasks
-from trio_tasks._logging import HypercornLogger, configure_logging
+from trio_tasks._hypercorn import HypercornLogger
+from trio_tasks._logging import configure_logging
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 

@@ -12,8 +12,8 @@ from ._errors import InvalidValue, TrioTasksError
 from ._settings import LOG_FORMATS, LOG_LEVELS, SETTINGS, Setting
 
 __all__ = ["SETTINGS", "Config", "Setting", "build_config"]
-from ._logging import redact_url
 from ._request import MAX_RETRIES, MAX_TIMEOUT
+from ._secrets import redact_url
 
 #: The broker URL schemes a node accepts (see :func:`trio_tasks.brokers.make_broker`).
 BROKER_SCHEMES = (

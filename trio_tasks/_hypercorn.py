@@ -15,6 +15,7 @@ the second the per-connection server the Trio worker starts.
 from __future__ import annotations
 
 import http
+import logging
 import resource
 from collections.abc import Generator
 from typing import Any
@@ -22,11 +23,13 @@ from typing import Any
 import h11
 import hypercorn.protocol.h11 as hypercorn_h11
 import hypercorn.trio.run as hypercorn_run
+import structlog
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.logging import Logger as _HypercornBaseLogger
 
 from ._config import Config
-from ._logging import HypercornLogger
+from ._logging import log_enabled
 
 #: Seconds in-flight HTTP requests get to finish once the server stops. Every handler answers
 #: at once (long-polls are ended first), so this only bounds slow clients.
@@ -142,3 +145,74 @@ class _LimitedTCPServer:
                 pass
         with trio.CancelScope(shield=True), trio.move_on_after(1):
             await trio.aclose_forcefully(self.stream)
+
+
+class HypercornLogger(_HypercornBaseLogger):
+    """hypercorn's logger, writing through structlog instead of its own stream handlers.
+
+    Error-log messages keep their level; each request's access line is logged at ``debug``
+    (``http request`` with method, path, status and duration), so the default ``info`` level
+    costs nothing per request.
+    """
+
+    def __init__(self, config: Any) -> None:
+        # The base class would create stdout/stderr handlers; everything goes to structlog.
+        self.access_log_format = config.access_log_format
+        self.access_logger = None
+        self.error_logger = None
+        self._log: Any = structlog.get_logger("hypercorn").bind(logger="hypercorn")
+        self._access = log_enabled(self._log, logging.DEBUG)
+
+    async def access(self, request: Any, response: Any, request_time: float) -> None:
+        # hypercorn also reports each completed request once without its response (the stream
+        # closes before it marks the response sent); only the line with the status is kept.
+        if self._access and response is not None:
+            self._log.debug(
+                "http request",
+                method=request.get("method", "GET"),
+                path=request.get("path"),
+                status=response.get("status"),
+                duration=round(request_time, 6),
+                client=_client(request.get("client")),
+            )
+
+    async def critical(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self._log.critical(_format(message, args), **_exc(kwargs))
+
+    async def error(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self._log.error(_format(message, args), **_exc(kwargs))
+
+    async def warning(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self._log.warning(_format(message, args), **_exc(kwargs))
+
+    async def info(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self._log.info(_format(message, args), **_exc(kwargs))
+
+    async def debug(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self._log.debug(_format(message, args), **_exc(kwargs))
+
+    async def exception(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self._log.error(_format(message, args), exc_info=True)
+
+    async def log(self, level: int, message: str, *args: Any, **kwargs: Any) -> None:
+        self._log.log(level, _format(message, args), **_exc(kwargs))
+
+
+def _format(message: str, args: tuple[Any, ...]) -> str:
+    if not args:
+        return message
+    try:
+        return message % args
+    except (TypeError, ValueError):
+        return f"{message} {args!r}"
+
+
+def _exc(kwargs: dict[str, Any]) -> dict[str, Any]:
+    exc_info = kwargs.get("exc_info")
+    return {"exc_info": exc_info} if exc_info else {}
+
+
+def _client(client: Any) -> str | None:
+    if not client:
+        return None
+    return ":".join(str(part) for part in client)

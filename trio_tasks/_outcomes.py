@@ -108,7 +108,11 @@ class OutcomeRecorder:
         log = self._log
         if event != "failed" and not self._info:
             return
-        fields: dict[str, Any] = {"job_id": job.id, "job_type": job.type}
+        fields: dict[str, Any] = {
+            "job_id": job.id,
+            "job_type": job.type,
+            "priority": str(job.priority),
+        }
         if attempt is not None:
             fields.update(
                 worker_id=job.worker_id,

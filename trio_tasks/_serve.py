@@ -20,8 +20,9 @@ from hypercorn.trio import serve as hypercorn_serve
 from ._config import Config, split_list
 from ._durations import format_duration
 from ._hypercorn import HTTP_GRACE, hypercorn_config, install
-from ._logging import redact_url
+from ._json_log import flush_logs_periodically
 from ._processor import Processor
+from ._secrets import redact_url
 from .http import ApiState, create_app
 
 __all__ = ["HTTP_GRACE", "run_node", "serve"]
@@ -164,6 +165,8 @@ async def run_node(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as outer:
             outer.start_soon(_watch_signals, signals, processor, config, log)
+            # Lines below warning are flushed every 50 ms rather than one write per line.
+            outer.start_soon(flush_logs_periodically)
             async with trio.open_nursery() as node:
                 await node.start(processor.run)
                 urls: list[str] = []

@@ -56,7 +56,8 @@ class WorkerPool:
         self._outcomes = outcomes
         self._listeners = listeners
         self._log = log
-        self._info = log_enabled(log, logging.INFO)
+        # Starts are logged at debug (SPEC §8): at info, one line per job is its outcome.
+        self._debug = log_enabled(log, logging.DEBUG)
 
     def snapshot(self) -> tuple[WorkerStats, ...]:
         """A frozen copy of each worker's state."""
@@ -101,8 +102,8 @@ class WorkerPool:
         wait = queue_wait(job)
         if wait is not None:
             self.queue_wait.add(wait)
-        if self._info:
-            self._log.info(
+        if self._debug:
+            self._log.debug(
                 "job started",
                 job_id=job_id,
                 job_type=job.type,

@@ -35,7 +35,8 @@ from ._config import DURATION_FIELDS, SETTINGS, Config, Setting, shown_value, sp
 from ._demo import demo_registry
 from ._durations import format_duration
 from ._errors import InvalidValue
-from ._logging import add_secrets, configure_logging, redact, redact_url, url_secrets
+from ._logging import configure_logging
+from ._secrets import add_secrets, redact, redact_url, url_secrets
 from ._precise_clock import PreciseClock
 from ._processor import Processor
 from ._registry import TaskRegistry
