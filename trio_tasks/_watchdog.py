@@ -25,7 +25,6 @@ from types import FrameType
 from typing import Any
 
 import trio
-from trio.testing import MockClock
 
 from ._runner import run_attempt
 
@@ -48,7 +47,7 @@ class LoopWatchdog:
 
     async def run(self) -> None:
         """Beat until cancelled, with the watching thread alive meanwhile."""
-        if isinstance(trio.lowlevel.current_clock(), MockClock):
+        if _is_mock_clock(trio.lowlevel.current_clock()):
             return
         self._loop_thread = threading.get_ident()
         self._beat = time.monotonic()
@@ -107,3 +106,10 @@ def _running_job(frame: FrameType | None) -> Any:
         if current.f_code is _RUN_ATTEMPT:
             return current.f_locals.get("ctx")
     return None
+
+
+def _is_mock_clock(clock: trio.abc.Clock) -> bool:
+    # trio.testing imports pytest when it is installed (a tenth of a second of a worker's
+    # start-up): a MockClock can only exist if trio.testing was imported already.
+    testing = sys.modules.get("trio.testing")
+    return testing is not None and isinstance(clock, testing.MockClock)

@@ -36,12 +36,12 @@ from ._demo import demo_registry
 from ._durations import format_duration
 from ._errors import InvalidValue
 from ._logging import configure_logging
-from ._secrets import add_secrets, redact, redact_url, url_secrets
+from ._node import run_node
 from ._precise_clock import PreciseClock
 from ._processor import Processor
 from ._registry import TaskRegistry
 from ._schedules import load_schedules_file
-from ._serve import run_node
+from ._secrets import add_secrets, redact, redact_url, url_secrets
 
 _HTTP_ONLY = frozenset(
     {

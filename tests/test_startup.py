@@ -1,0 +1,32 @@
+"""A worker starts fast: importing trio-tasks for `trio-tasks worker` pulls in no HTTP stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("quart", "hypercorn", "quart_trio", "trio.testing", "pytest")
+
+
+def _imported_after(statement: str) -> list[str]:
+    code = f"import sys\n{statement}\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout.split()
+
+
+def test_the_library_and_the_cli_import_no_http_stack() -> None:
+    assert _imported_after("import trio_tasks, trio_tasks.cli") == []
+
+
+def test_the_redis_broker_imports_no_http_stack() -> None:
+    assert _imported_after("import trio_tasks.brokers._redis") == []
+
+
+def test_serve_is_imported_when_asked_for() -> None:
+    imported = _imported_after(
+        "from trio_tasks import serve\nassert serve.__module__ == 'trio_tasks'"
+    )
+    assert "quart" in imported
+    assert "hypercorn" in imported
