@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -37,3 +39,31 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: prints a table and writes bench/results.json."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "bench", *session.posargs)
+
+
+#: The peers of ``nox -s bench_peers``, pinned here (not in pyproject): the versions measured.
+BENCH_PEERS = (
+    "taskiq==0.13.0",
+    "taskiq-redis==1.2.4",
+    "dramatiq[redis]==2.2.1",
+    "saq==0.26.4",
+    "streaq==7.2.0",
+    "celery[redis]==5.7.0",
+)
+BENCH_ARQ = "arq==0.28.0"
+
+
+@nox.session
+def bench_peers(session: nox.Session) -> None:
+    """trio-tasks beside its Python peers on one private Redis: prints a table and writes
+    bench/peers/results.json (``-- --quick``, ``--rounds N``, ``--only trio-tasks,saq``)."""
+    session.install("-e", ".", *BENCH_PEERS)
+    # arq 0.28 requires redis-py < 6, Celery 5.7 (kombu) >= 6.4 and taskiq-redis 1.2 >= 8: arq
+    # gets a virtualenv of its own inside this session's (the harness runs its client and
+    # worker with that interpreter).
+    arq = Path(session.virtualenv.location) / "arq-venv"
+    if not (arq / "bin" / "python").exists():
+        session.run("python", "-m", "venv", str(arq))
+    session.run(str(arq / "bin" / "python"), "-m", "pip", "install", "-q", BENCH_ARQ, external=True)
+    env = {"BENCH_PEERS_ARQ_PYTHON": str(arq / "bin" / "python")}
+    session.run("python", "-m", "bench.peers", *session.posargs, env=env)

@@ -1,9 +1,11 @@
 """The stack's ceiling: a bare Quart-Trio app on hypercorn answering a constant 202.
 
-``python -m bench._bare_app PORT [idle-timer]``. With ``idle-timer``, the app is wrapped like
-``trio-tasks serve`` wraps its own, so that hypercorn's keep-alive idle timer really runs (without
-the wrapper quart-trio cancels it at birth: idle connections are never closed). The timer is a
-task started per request, so this is the ceiling of the stack when it closes idle connections.
+``python -m bench._bare_app PORT [idle-timer]``. Plain, hypercorn's keep-alive timer is a task
+started each time a connection turns idle, and quart-trio cancels it at birth (idle
+connections are never closed): the plain app is the stack's ceiling without a working timer.
+With ``idle-timer``, hypercorn is patched as ``trio-tasks serve`` patches it
+(:func:`trio_tasks._hypercorn.install`: one lazy timer per connection, the connection limit,
+reason phrases): the ceiling of the stack that closes idle connections.
 """
 
 from __future__ import annotations
@@ -38,12 +40,11 @@ def main() -> None:
     config.bind = [f"127.0.0.1:{sys.argv[1]}"]
     config.accesslog = None
     config.errorlog = None
-    served: object = app
     if sys.argv[2:] == ["idle-timer"]:
-        from trio_tasks._serve import _KeepIdleTimerAlive
+        from trio_tasks._hypercorn import install
 
-        served = _KeepIdleTimerAlive(app)
-    trio.run(serve, served, config)
+        install()
+    trio.run(serve, app, config)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ async def _measure(quick: bool) -> dict[str, Any]:
     n = 5_000 if quick else 30_000
     plain: list[float] = []
     layered: list[float] = []
-    for _ in range(3 if quick else 5):
+    for _ in range(3):
         plain.append(await _drain(n, "noop", middleware=False))
         layered.append(await _drain(n, "noop", middleware=True))
     isolated_n = 200 if quick else 1_000

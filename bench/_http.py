@@ -13,7 +13,7 @@ from ._load import LoadResult, build_request, run_load
 from ._servers import free_port, running, serve_argv, serve_env
 
 CONNECTIONS = 50
-ROUNDS = 5
+ROUNDS = 3
 
 
 def _submit_load(port: int, total: int) -> LoadResult:

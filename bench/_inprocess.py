@@ -100,6 +100,84 @@ async def _drain(n: int, workers: int, job_type: str, broker: str = "memory://")
         return n / elapsed
 
 
+async def limited_drain(n: int, workers: int, broker: str = "memory://") -> dict[str, float]:
+    """The cost of a limited type: ``n`` no-op jobs of a type with ``concurrency=5`` queued
+    with ``n`` of a type without limits, drained by ``workers`` workers; the jobs per second
+    of each type (each timed from the start to its own last job) and of the whole."""
+    tasks = trio_tasks.TaskRegistry()
+    tasks.register("capped", _noop, concurrency=5)
+    tasks.register("noop", _noop)
+    async with trio_tasks.open_processor(
+        tasks, workers=workers, max_concurrency=2 * n, result_max_jobs=1000, broker=broker
+    ) as processor:
+        requests = [JobRequest(type=t) for _ in range(n) for t in ("capped", "noop")]
+        admissions = await processor.submit_many(requests)
+        start = time.perf_counter()
+        ends: dict[str, float] = {}
+
+        async def drain(job_type: str) -> None:
+            for admission in admissions[::-1]:
+                if admission.job.type == job_type:
+                    await processor.wait(admission.job.id)
+                    break
+            # Jobs of one type start in FIFO order: once its last is done, all are.
+            ends[job_type] = time.perf_counter() - start
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain, "capped")
+            nursery.start_soon(drain, "noop")
+        stats = await processor.stats()
+        assert stats.completed == 2 * n, f"{stats.completed} of {2 * n} jobs completed"
+    return {
+        "jobs": 2 * n,
+        "workers": workers,
+        "jobs_per_s": 2 * n / max(ends.values()),
+        "capped_per_s": n / ends["capped"],
+        "unlimited_per_s": n / ends["noop"],
+    }
+
+
+def _logged_drain(n: int, workers: int, level: str) -> float:
+    """:func:`_drain` with logging as ``serve`` and ``worker`` set it up: JSON lines at
+    ``level`` into a file (a supervisor's log), flushed every 50 ms."""
+    from trio_tasks._json_log import flush_logs_periodically
+
+    async def drain() -> float:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flush_logs_periodically)
+            rate = await _drain(n, workers, "noop")
+            nursery.cancel_scope.cancel()
+        return rate
+
+    with (
+        tempfile.TemporaryDirectory(prefix="trio-tasks-bench-") as directory,
+        open(Path(directory) / "node.log", "w") as out,
+    ):
+        trio_tasks.configure_logging(level, "json", out)
+        try:
+            return trio.run(drain)
+        finally:
+            _unconfigure_logging()
+
+
+def _unconfigure_logging() -> None:
+    """Back to the library's default: nothing configured (stdlib ``trio_tasks`` logger with
+    a NullHandler, so lines below warning are dropped at once)."""
+    import logging
+
+    import structlog
+
+    from trio_tasks import _json_log
+
+    structlog.reset_defaults()
+    _json_log.use(None)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(False)
+
+
 async def measure_latency(
     samples: int, broker: Broker | None = None, warmup: int = 0
 ) -> dict[str, float]:
@@ -223,7 +301,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         }
     for workers in (10, 100):
         pairs = []
-        for _ in range(1 if quick else 5):
+        for _ in range(1 if quick else 3):
             memory = trio.run(_drain, n, workers, "noop")
             pairs.append((_sqlite_drain(n, workers) / memory, memory))
         ratio, memory = sorted(pairs)[len(pairs) // 2]
@@ -233,6 +311,33 @@ def run(quick: bool = False) -> dict[str, Any]:
             "jobs_per_s": ratio * memory,
             "memory_per_s": memory,
             "ratio": ratio,
+        }
+    # serve / worker logging: JSON lines at info (their default) against the same at warning.
+    pairs = []
+    for _ in range(3 if quick else 5):
+        warning = _logged_drain(n, 10, "warning")
+        info = _logged_drain(n, 10, "info")
+        pairs.append((info / warning, info, warning))
+    ratio, info, warning = sorted(pairs)[len(pairs) // 2]
+    results["logging_info_10w"] = {
+        "jobs": n,
+        "info_per_s": info,
+        "warning_per_s": warning,
+        "ratio": ratio,
+    }
+    # The cost of a limited type (concurrency=5) drained beside a type without limits,
+    # against the plain no-op drain of the same number of jobs.
+    for workers in (10, 100):
+        plain = statistics.median(trio.run(_drain, 2 * n // 4, workers, "noop") for _ in range(3))
+        runs = sorted(
+            (trio.run(limited_drain, n // 4, workers) for _ in range(3)),
+            key=lambda r: r["jobs_per_s"],
+        )
+        limited = runs[1]
+        results[f"limited_drain_{workers}w"] = {
+            **limited,
+            "plain_per_s": plain,
+            "ratio": limited["jobs_per_s"] / plain,
         }
     sleeping = 5_000 if quick else 20_000
     rate = trio.run(_drain, sleeping, 100, "sleep")
@@ -255,6 +360,6 @@ def run(quick: bool = False) -> dict[str, Any]:
     }
     results["latency_memory"] = trio.run(measure_latency, 500 if quick else 2000)
     results["latency_sqlite"] = trio.run(_sqlite_latency, 500 if quick else 2000)
-    results["sqlite_soak"] = trio.run(_sqlite_soak, 6.0 if quick else 60.0, 2.0 if quick else 10.0)
+    results["sqlite_soak"] = trio.run(_sqlite_soak, 6.0 if quick else 30.0, 2.0 if quick else 5.0)
     results["memory_per_job"] = {"bytes": trio.run(_bytes_per_queued_job, n), "queued": n}
     return results

@@ -225,7 +225,6 @@ def _spawn_worker(url: str, workers: int, log: Path, min_replicas: int) -> subpr
         "TASKS_APP": "bench.app:tasks",
         "WORKER_NUM_WORKERS": str(workers),
         "WORKER_MAX_CONCURRENCY": "1000000",
-        "LOG_LEVEL": "warning",
     }
     with log.open("ab") as stderr:
         return subprocess.Popen(

@@ -9,6 +9,7 @@ processes that each job ran exactly once, and which process ran it.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import trio
@@ -70,3 +71,12 @@ async def raise_(ctx: trio_tasks.JobContext) -> None:
     record("run", ctx.job.id)
     await trio.lowlevel.checkpoint()
     raise RAISES[str(ctx.payload["kind"])]("raised by the handler")
+
+
+@registry.task("capped", concurrency=2)
+async def capped(ctx: trio_tasks.JobContext) -> None:
+    """At most two at once across every node (a per-type limit): record ``span <start> <end>``
+    (wall-clock seconds, one machine) around a sleep of ``payload["seconds"]``."""
+    started = time.time()
+    await trio.sleep(float(ctx.payload.get("seconds", 0.1)))
+    record("span", f"{started!r} {time.time()!r} {ctx.job.id}")

@@ -235,6 +235,8 @@ class TcpProxy:
             async with server:
                 with trio.CancelScope() as scope:
                     self._scopes.add(scope)
+                    if self.blocked:  # cut while this connection was being relayed
+                        scope.cancel()
                     try:
                         async with trio.open_nursery() as nursery:
                             nursery.start_soon(self._pump, client, server, scope)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _server import ServerProcess
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
@@ -55,3 +57,32 @@ def test_tracing_example_prints_attempt_spans_under_the_submit_span() -> None:
         "trio_tasks.run report (child of submit): ERROR",
         "trio_tasks.run report (child of submit): UNSET",
     ]
+
+
+def test_limits_example_runs_pings_past_held_back_reports() -> None:
+    assert _run("limits.py") == [
+        "ping: pong while reports running: 2",
+        "limits: {'concurrency': 2, 'rate': '10/s', 'running': 2, 'held': 4}",
+        "reports: ['report 0', 'report 1', 'report 2', 'report 3', 'report 4', 'report 5']",
+        "limits: {'concurrency': 2, 'rate': '10/s', 'running': 0, 'held': 0}",
+    ]
+
+
+def test_follow_job_example_prints_the_events_of_a_job() -> None:
+    tests = Path(__file__).parent
+    env = {"TASKS_APP": "events_app:registry", "PYTHONPATH": str(tests)}
+    with ServerProcess(env=env) as node:
+        url = node.wait_ready()
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / "follow_job.py"), "--url", url, "--type", "progress"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("submitted ")
+    # The job may have run before the stream opened: its first state is then already final.
+    assert lines[1].startswith("state ")
+    assert lines[-2:] == ["state completed (attempt 1 of 1)", "end completed"]

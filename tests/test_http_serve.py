@@ -123,3 +123,82 @@ async def test_serve_refuses_an_address_in_use() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
+
+
+# -- the keep-alive timer (trio_tasks._hypercorn._IdleTimer) ---------------------------------
+
+
+async def _raw_request(stream: trio.SocketStream, request: bytes) -> bytes:
+    """Send one HTTP/1.1 request and read until its (small, Content-Length) answer is whole."""
+    await stream.send_all(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive_some(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line.split(b":")[1]
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+    )
+    while len(body) < length:
+        body += await stream.receive_some(65536)
+    return head
+
+
+async def _closed_by_server(stream: trio.SocketStream) -> bool:
+    return await stream.receive_some(65536) == b""
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(monkeypatch: Any) -> None:
+    monkeypatch.setattr("trio_tasks._hypercorn.HEADERS_TIMEOUT", 0.5)
+    async with served() as (processor, client, _):
+        port = int(str(client.base_url).rsplit(":", 1)[1].strip("/"))
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        get = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n"
+        for _ in range(3):  # the connection is kept alive between requests
+            assert (await _raw_request(stream, get)).startswith(b"HTTP/1.1 200 OK")
+        started = trio.current_time()
+        with trio.fail_after(5):
+            assert await _closed_by_server(stream)
+        # Closed by the timer (0.5 s idle), not by anything slower.
+        assert trio.current_time() - started < 2.5
+        await stream.aclose()
+        processor.shutdown()
+
+
+async def test_a_busy_connection_outlives_the_keep_alive_timeout(monkeypatch: Any) -> None:
+    monkeypatch.setattr("trio_tasks._hypercorn.HEADERS_TIMEOUT", 0.3)
+    async with served() as (processor, client, _):
+        body = b'{"type":"backup","payload":{"duration":"1h"}}'
+        job_id = (await client.post("/jobs", content=body)).json()["job_id"]
+        port = int(str(client.base_url).rsplit(":", 1)[1].strip("/"))
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        # A long poll of 1.5 s: five keep-alive periods, busy all along.
+        poll = f"GET /jobs/{job_id}?wait=1.5s HTTP/1.1\r\nhost: x\r\n\r\n".encode()
+        with trio.fail_after(5):
+            head = await _raw_request(stream, poll)
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        # Idle again: now the timer closes it.
+        with trio.fail_after(5):
+            assert await _closed_by_server(stream)
+        await stream.aclose()
+        processor.shutdown(grace=0)
+
+
+async def test_a_connection_closed_by_its_client_frees_its_slot_at_once() -> None:
+    async with served() as (processor, client, _):
+        port = int(str(client.base_url).rsplit(":", 1)[1].strip("/"))
+        streams = []
+        for _ in range(20):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await _raw_request(stream, b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            streams.append(stream)
+        for stream in streams:
+            await stream.aclose()
+        # Each connection's task (and its timer) ends with the connection, well before the
+        # 5 s keep-alive timeout: the server stops at once.
+        processor.shutdown()
+        with trio.fail_after(HTTP_GRACE - 1):
+            await processor.wait_stopped()

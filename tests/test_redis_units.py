@@ -44,9 +44,9 @@ def test_the_lua_field_list_is_made_from_the_python_one() -> None:
     assert tuple(re.findall(r"'(\w+)'", block.group(1))) == RECORD_FIELDS
     assert tuple(job_to_record(a_job())) == RECORD_FIELDS
     assert code.startswith(f"#!lua name={LIBRARY_NAME}\n")
-    assert set(re.findall(r"'(tt\d+)_\w+'", code)) == {"tt6"}
+    assert set(re.findall(r"'(tt\d+)_\w+'", code)) == {"tt7"}
     keys = RedisKeys.for_namespace("x")
-    assert len({*keys.script_keys}) == 15
+    assert len({*keys.script_keys}) == 18
     assert all(k.startswith("tt:{x}:") for k in keys.script_keys)
     assert keys.quarantine("j").startswith("tt:{x}:")
     assert keys.node("n").startswith("tt:{x}:")

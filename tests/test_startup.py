@@ -5,7 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("quart", "hypercorn", "quart_trio", "trio.testing", "pytest")
+HEAVY = (
+    "quart",
+    "hypercorn",
+    "quart_trio",
+    "trio.testing",
+    "pytest",
+    "trio_parallel",
+    "importlib.metadata",
+)
 
 
 def _imported_after(statement: str) -> list[str]:
@@ -21,7 +29,9 @@ def test_the_library_and_the_cli_import_no_http_stack() -> None:
 
 
 def test_the_redis_broker_imports_no_http_stack() -> None:
-    assert _imported_after("import trio_tasks.brokers._redis") == []
+    # (coredis itself reads its version with importlib.metadata.)
+    imported = _imported_after("import trio_tasks.brokers._redis")
+    assert [m for m in imported if m != "importlib.metadata"] == []
 
 
 def test_serve_is_imported_when_asked_for() -> None:
@@ -30,3 +40,14 @@ def test_serve_is_imported_when_asked_for() -> None:
     )
     assert "quart" in imported
     assert "hypercorn" in imported
+
+
+def test_version_is_looked_up_when_asked_for() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "trio_tasks", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.startswith("trio-tasks ")

@@ -72,6 +72,7 @@ class Config:
     thread_workers: int = 32
     process_workers: int | None = None
     schedules_file: str | None = None
+    priority_aging: float = _duration_field(0.0)
     broker_min_replicas: int = 0
 
     def __attrs_post_init__(self) -> None:
@@ -119,6 +120,7 @@ class Config:
             self.process_workers,
             ">= 1",
         )
+        _check(self.priority_aging >= 0, "priority_aging", self.priority_aging, ">= 0 (0: off)")
         _check(
             self.broker_min_replicas >= 0, "broker_min_replicas", self.broker_min_replicas, ">= 0"
         )

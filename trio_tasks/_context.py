@@ -55,6 +55,7 @@ class JobContext:
     async def set_progress(self, value: Any) -> None:
         """Record the job's progress (any JSON value, e.g. ``0.5`` or ``{"done": 3}``).
 
-        ``GET /jobs/{id}`` shows the latest value.
+        ``GET /jobs/{id}`` shows the latest value; the event streams (``GET /jobs/{id}/events``,
+        ``GET /events``) send each one as it is reported.
         """
         await self._report_progress(self.job, value)

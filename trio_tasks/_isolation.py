@@ -19,12 +19,14 @@ import os
 import pickle
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
-import trio_parallel  # type: ignore[import-untyped]
 
 from ._context import JobContext
+
+if TYPE_CHECKING:
+    import trio_parallel  # type: ignore[import-untyped]
 from ._errors import PermanentError, TrioTasksError
 
 #: Seconds the pool waits at shutdown for idle processes to exit before killing them.
@@ -155,7 +157,7 @@ class ProcessRunner:
             )
         except _Crossed as crossed:
             raise _rebuilt(crossed) from None
-        except trio_parallel.BrokenWorkerError as exc:
+        except _broken_worker_error() as exc:
             self._replace()
             raise ProcessDied(f"the handler's process died: {exc}") from None
         except trio.Cancelled:
@@ -191,6 +193,9 @@ async def open_process_runner(size: int | None) -> AsyncIterator[ProcessRunner]:
     to a second here, which must not count against the first jobs' timeouts.
     """
     count = size or os.cpu_count() or 1
+    # Imported here: only nodes with process-isolated handlers pay for trio-parallel.
+    import trio_parallel
+
     async with trio_parallel.open_worker_context(grace_period=_GRACE) as context:
         limiter = trio.CapacityLimiter(count)
         async with trio.open_nursery() as starting:
@@ -208,3 +213,10 @@ async def _start_process(
 ) -> None:
     """Have the pool start a process (a no-op call takes one, or starts one, and keeps it)."""
     await context.run_sync(os.getpid, kill_on_cancel=True, limiter=limiter)
+
+
+def _broken_worker_error() -> type[BaseException]:
+    import trio_parallel
+
+    error: type[BaseException] = trio_parallel.BrokenWorkerError
+    return error

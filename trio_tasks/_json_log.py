@@ -177,9 +177,7 @@ class JsonLogger:
 
     try_unbind = unbind
 
-    def _emit(
-        self, method: str, event: Any, args: tuple[Any, ...], fields: dict[str, Any]
-    ) -> None:
+    def _emit(self, method: str, event: Any, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
         if args:
             event = str(event) % args
         if self._context:

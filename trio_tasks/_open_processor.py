@@ -34,6 +34,7 @@ async def open_processor(
     result_max_jobs: int | None = None,
     failed_ttl: Duration | None = None,
     loop_block_warning: Duration | None = None,
+    priority_aging: Duration | None = None,
     logger: Any = None,
     rng: random.Random | None = None,
 ) -> AsyncIterator[Processor]:
@@ -42,7 +43,9 @@ async def open_processor(
     The settings are :class:`Config` fields (durations accept Go syntax such as ``"30s"``, or
     seconds); ``None`` keeps the value of ``config`` (default: all defaults). ``broker`` is a
     broker object (``MemoryBroker``, ``RedisBroker``) or a URL (``memory://``,
-    ``redis://host:port/db``). ``workers=0`` makes a pure producer.
+    ``redis://host:port/db``). ``workers=0`` makes a pure producer. ``priority_aging`` (off by
+    default) takes a job that has waited that long as one priority level higher, and so on
+    per period (see ``docs/scheduling.md``).
 
     Leaving the block normally drains gracefully (see :meth:`Processor.shutdown`): jobs still
     queued in memory are abandoned and listed in ``processor.abandoned``. Leaving it with an
@@ -63,6 +66,7 @@ async def open_processor(
         "result_max_jobs": result_max_jobs,
         "failed_ttl": failed_ttl,
         "loop_block_warning": loop_block_warning,
+        "priority_aging": priority_aging,
     }
     if isinstance(broker, str):
         settings["broker_url"] = broker

@@ -19,8 +19,10 @@ from ._clock import WallClock
 from ._config import Config
 from ._dead_letter import RETRY_MAX, RETRY_SCAN, RetryBatch, parse_since, pick_failed
 from ._errors import BrokerUnavailable, JobNotFound, JobNotRetryable, ShuttingDown
+from ._events import EventHub
 from ._isolation import open_process_runner
 from ._job import Job, JobStatus, Priority
+from ._limits import DispatchRules
 from ._log import library_logger
 from ._logging import log_enabled
 from ._outcomes import OutcomeRecorder
@@ -36,7 +38,9 @@ from .brokers import make_broker
 from .brokers._base import Admission, Broker
 
 #: Called with an event name (``submitted``, ``started``, ``completed``, ``failed``, ``retried``,
-#: ``cancelled``) and the job, synchronously, from the task where the event happened.
+#: ``cancelled``, ``requeued``, ``released``: a job handed back at shutdown; ``progress``: the
+#: job's ``progress`` changed) and the job, synchronously, from the task where the event
+#: happened.
 Listener = Callable[[str, Job], None]
 
 
@@ -97,6 +101,8 @@ class Processor:
             log=self._log,
         )
         self._workers = self._pool.states
+        #: Live job events for the HTTP event streams (and, on Redis, the other nodes).
+        self.events = EventHub(self._listeners, self._log)
         self._info = log_enabled(self._log, logging.INFO)
         self._debug = log_enabled(self._log, logging.DEBUG)
         #: Ids of jobs left unfinished when the processor stopped (filled in by :meth:`run`).
@@ -132,6 +138,7 @@ class Processor:
             # Also when run() itself is cancelled (the caller's block raised, a second signal):
             # interrupted jobs were released, so report them, close the broker, refuse new jobs.
             self._closing = self._pool.stopping = True
+            self.events.close()  # every event stream ends: no job changes here any more
             self.abandoned = self.broker.unfinished_ids()
             if self.abandoned:
                 # The count, and a few ids: a line must stay short with 300,000 of them.
@@ -152,6 +159,14 @@ class Processor:
         async with trio.open_nursery() as nursery:
             if watchdog is not None:
                 nursery.start_soon(watchdog.run)
+            # Per-type limits and priority aging: the broker applies them (see set_dispatch).
+            self.broker.set_dispatch(
+                DispatchRules(
+                    limits := self.registry.limits(),
+                    self.config.priority_aging,
+                    frozenset(self.registry.names()) - limits.keys(),
+                )
+            )
             await nursery.start(self.broker.run, self)
             # Periodic jobs: on every node that runs jobs; stopped as soon as a shutdown starts.
             ticking = trio.CancelScope()
@@ -364,6 +379,10 @@ class Processor:
             cluster = await self.broker.cluster()
         except BrokerUnavailable:
             cluster = None
+        try:
+            limits = await self.broker.limit_figures()
+        except BrokerUnavailable:
+            limits = {}
         own = self._counts
         return ProcessorStats(
             submitted=own["submitted"],
@@ -381,6 +400,7 @@ class Processor:
             node_id=self.broker.node_id,
             cluster=cluster,
             threads_stuck=self._threads.stuck,
+            limits=limits,
         )
 
     def workers(self) -> tuple[WorkerStats, ...]:

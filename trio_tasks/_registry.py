@@ -10,6 +10,7 @@ import attrs
 
 from ._durations import parse_duration
 from ._errors import InvalidValue, UnknownJobType
+from ._limits import Rate, TypeLimit, check_concurrency
 from ._schedules import Schedule, build_schedule
 
 if TYPE_CHECKING:
@@ -36,7 +37,9 @@ class TaskSpec:
 
     ``is_async`` is true for ``async def`` handlers; plain functions run in a worker thread,
     or in a worker process when ``isolate`` is ``"process"``. ``timeout`` (seconds) and
-    ``retries`` are ``None`` when the processor's defaults apply.
+    ``retries`` are ``None`` when the processor's defaults apply. ``concurrency`` (jobs of
+    the type running at once) and ``rate`` (starts per period) are its limits, ``None`` for
+    none (see ``docs/scheduling.md``).
     """
 
     name: str
@@ -45,6 +48,8 @@ class TaskSpec:
     timeout: float | None = None
     retries: int | None = None
     isolate: str | None = None
+    concurrency: int | None = None
+    rate: Rate | None = None
 
 
 @attrs.define(eq=False)
@@ -79,6 +84,8 @@ class TaskRegistry:
         timeout: str | float | None = None,
         retries: int | None = None,
         isolate: str | None = None,
+        concurrency: int | None = None,
+        rate: str | None = None,
     ) -> Callable[[H], H]:
         """Return a decorator registering the function as the handler of ``name``.
 
@@ -86,7 +93,17 @@ class TaskRegistry:
         seconds; ``retries`` is the number of retries after the first attempt;
         ``isolate="process"`` runs a plain ``def`` handler in a worker process that is killed
         when the job times out or is cancelled (see ``docs/library.md``).
+
+        ``concurrency=N`` caps how many jobs of the type run at once (across all nodes on
+        Redis, per process otherwise); ``rate="100/m"`` (``"N/s"``, ``"N/m"``, ``"N/h"`` or
+        ``"N/<duration>"`` such as ``"10/30s"``) caps how many start per period. A job held
+        back by a limit holds no worker and delays no job of another type (see
+        ``docs/scheduling.md``).
+
+        Raises:
+            InvalidValue: an option is out of range (at decoration time).
         """
+        limit = _build_limit(name or "?", concurrency, rate)
 
         def decorate(handler: H) -> H:
             self.register(
@@ -95,6 +112,8 @@ class TaskRegistry:
                 timeout=timeout,
                 retries=retries,
                 isolate=isolate,
+                concurrency=limit.concurrency,
+                rate=limit.rate,
             )
             return handler
 
@@ -172,21 +191,34 @@ class TaskRegistry:
         timeout: str | float | None = None,
         retries: int | None = None,
         isolate: str | None = None,
+        concurrency: int | None = None,
+        rate: str | Rate | None = None,
     ) -> TaskSpec:
         """Register ``handler`` for job type ``name`` and return its :class:`TaskSpec`.
 
         Raises:
-            InvalidValue: the name is empty or taken, timeout/retries are out of range, or
+            InvalidValue: the name is empty or taken, timeout/retries are out of range,
                 ``isolate`` is not ``None``, ``"thread"`` or ``"process"`` (a process needs a
-                plain ``def`` handler).
+                plain ``def`` handler), or a limit is malformed (see :meth:`task`).
         """
         if not isinstance(name, str) or not name.strip():
             raise InvalidValue(f"job type name must be a non-empty string, got {name!r}")
         if name in self._specs:
             raise InvalidValue(f"job type {name!r} is already registered")
+        limit = _build_limit(name, concurrency, rate)
         spec = _build_spec(name, handler, timeout=timeout, retries=retries, isolate=isolate)
+        if limit != _NO_LIMIT:
+            spec = attrs.evolve(spec, concurrency=limit.concurrency, rate=limit.rate)
         self._specs[name] = spec
         return spec
+
+    def limits(self) -> dict[str, TypeLimit]:
+        """The limits of each registered type that has any, by type name."""
+        return {
+            spec.name: TypeLimit(spec.concurrency, spec.rate)
+            for spec in self._specs.values()
+            if spec.concurrency is not None or spec.rate is not None
+        }
 
     def fallback(
         self,
@@ -248,6 +280,17 @@ class TaskRegistry:
 
     def __len__(self) -> int:
         return len(self._specs)
+
+
+_NO_LIMIT = TypeLimit()
+
+
+def _build_limit(name: str, concurrency: object, rate: object) -> TypeLimit:
+    """The checked limits of job type ``name``."""
+    return TypeLimit(
+        check_concurrency(concurrency, name=name),
+        None if rate is None else Rate.parse(rate, name=f"rate of job type {name!r}"),
+    )
 
 
 def _build_spec(

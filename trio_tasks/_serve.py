@@ -19,6 +19,7 @@ from ._config import Config, split_list
 from ._hypercorn import HTTP_GRACE, hypercorn_config, install
 from ._processor import Processor
 from .http import ApiState, create_app
+from .http._history import HISTORY_KEY, History
 
 __all__ = ["HTTP_GRACE", "serve"]
 
@@ -53,6 +54,7 @@ async def serve(
     log = structlog.get_logger("trio_tasks")
     app = create_app(processor, config)
     state: ApiState = app.extensions["trio_tasks"]
+    history: History = app.extensions[HISTORY_KEY]
 
     async def stop_when_done() -> None:
         async with trio.open_nursery() as race:
@@ -65,13 +67,15 @@ async def serve(
             if shutdown_trigger is not None:
                 race.start_soon(first, shutdown_trigger)
         state.stop_waiting()
+        history.stop()
 
     install()
     hyper = hypercorn_config(config)
-    asgi = _KeepIdleTimerAlive(app)
     async with trio.open_nursery() as nursery:
+        # The dashboard's chart: counters sampled while the server runs, stopped with it.
+        nursery.start_soon(history.run)
         urls: list[str] = await nursery.start(
-            partial(hypercorn_serve, asgi, hyper, shutdown_trigger=stop_when_done)
+            partial(hypercorn_serve, app, hyper, shutdown_trigger=stop_when_done)
         )
         log.info("http server listening", urls=urls)
         if not split_list(config.api_token) and not is_loopback(config.server_host):
@@ -83,45 +87,6 @@ async def serve(
             )
         task_status.started(urls)
     log.info("http server stopped")
-
-
-class _KeepIdleTimerAlive:
-    """ASGI wrapper that withholds the ``http.disconnect`` hypercorn sends once a response is
-    complete.
-
-    Why: with hypercorn's Trio worker and quart-trio, that message makes quart-trio cancel the
-    request's nursery while hypercorn, inside the final ``send``, is starting the connection's
-    keep-alive timer in that same context; the timer task is cancelled at birth. An idle
-    keep-alive connection is then never closed: not after ``keep_alive_timeout``, and not when
-    the server stops, which held every shutdown for the whole HTTP grace period. Withheld, the
-    message is not needed: quart-trio ends the request itself once the response is sent.
-    A disconnect during a request is still delivered.
-    """
-
-    __slots__ = ("app",)
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        complete = False
-
-        async def send_and_note(message: Any) -> None:
-            nonlocal complete
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                complete = True
-            await send(message)
-
-        async def receive_until_complete() -> Any:
-            message = await receive()
-            if complete and message["type"] == "http.disconnect":
-                await trio.sleep_forever()
-            return message
-
-        await self.app(scope, receive_until_complete, send_and_note)
 
 
 def is_loopback(host: str) -> bool:

@@ -196,6 +196,13 @@ SETTINGS: tuple[Setting, ...] = (
         "periodic jobs from a TOML file",
     ),
     Setting(
+        "priority_aging",
+        "PRIORITY_AGING",
+        "--priority-aging",
+        _duration,
+        "a job waiting this long is taken as one priority higher (0: strict priority)",
+    ),
+    Setting(
         "broker_min_replicas",
         "BROKER_MIN_REPLICAS",
         "--broker-min-replicas",

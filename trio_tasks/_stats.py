@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from ._job import Priority
+from ._limits import LimitFigures
 
 #: How many recent samples the latency percentiles are computed over.
 LATENCY_WINDOW = 4096
@@ -130,6 +131,8 @@ class ProcessorStats:
     With a shared broker (Redis), ``running``, ``queued`` and ``scheduled`` are cluster-wide,
     ``cluster`` holds the cluster's counters and live nodes, and ``node_id`` names this node;
     the other counters stay this processor's own. Both are ``None`` on the memory broker.
+    ``limits`` has each job type with a ``concurrency`` or ``rate`` limit: its limits, its jobs
+    running and held back (cluster-wide on Redis).
     """
 
     submitted: int
@@ -148,6 +151,8 @@ class ProcessorStats:
     cluster: ClusterView | None = None
     #: Threads still running the handler of a job that timed out or was cancelled.
     threads_stuck: int = 0
+    #: Each limited job type's limits, running and held-back jobs.
+    limits: dict[str, LimitFigures] = attrs.field(factory=dict)
 
     @property
     def queue_size(self) -> int:

@@ -15,7 +15,7 @@ import trio
 from ._calling import HandlerCaller
 from ._clock import WallClock
 from ._context import JobContext
-from ._job import queue_wait
+from ._job import Job, queue_wait
 from ._logging import log_enabled
 from ._outcomes import OutcomeRecorder
 from ._registry import TaskRegistry
@@ -70,6 +70,12 @@ class WorkerPool:
             self.cancelling.add(job_id)
             scope.cancel()
 
+    async def _report_progress(self, job: Job, value: Any) -> None:
+        # JobContext.set_progress: recorded by the broker, then told to the listeners.
+        await self._broker.set_progress(job, value)
+        if self._listeners:
+            self._outcomes.emit("progress", job)
+
     async def work(self, state: WorkerState) -> None:
         """The loop of one worker task: fetch a job, run it, record it, until stopping."""
         fetch = self._broker.fetch
@@ -113,7 +119,7 @@ class WorkerPool:
             )
         if self._listeners:
             self._outcomes.emit("started", job)
-        ctx = JobContext(job, state.id, self._log, self._broker.set_progress)
+        ctx = JobContext(job, state.id, self._log, self._report_progress)
         spec = self._registry.find(job.type)
         try:
             attempt = await run_attempt(
@@ -127,6 +133,8 @@ class WorkerPool:
                     await self._broker.finish_cancelled(delivery)
                 else:
                     await self._broker.release(delivery)
+                    if self._listeners:
+                        self._outcomes.emit("released", job)
             self.cancelling.discard(job_id)
             self._log.warning("job interrupted by shutdown", job_id=job_id, job_type=job.type)
             raise
@@ -140,12 +148,16 @@ class WorkerPool:
         # Recording talks to the broker: a shutdown arriving now must not lose the outcome. The
         # worker's own scope is shielded meanwhile (it is never cancelled while the worker holds
         # a job): toggling a flag costs a fraction of entering a new shielded scope per job.
-        worker_scope: trio.CancelScope = state.scope
-        worker_scope.shield = True
-        try:
+        if self._broker.records_without_checkpoint:
+            # Nothing in the recording can be interrupted: no shield needed.
             recorded = await self._outcomes.record(delivery, attempt)
-        finally:
-            worker_scope.shield = False
+        else:
+            worker_scope: trio.CancelScope = state.scope
+            worker_scope.shield = True
+            try:
+                recorded = await self._outcomes.record(delivery, attempt)
+            finally:
+                worker_scope.shield = False
         if recorded is not None:
             if recorded:
                 state.succeeded += 1

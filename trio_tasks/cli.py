@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
 import os
 import ssl
 import sys
@@ -87,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="trio-tasks",
         description="A task processing system on Trio: priorities, timeouts, retries, HTTP API.",
     )
-    parser.add_argument("--version", action="version", version=f"trio-tasks {_version()}")
+    parser.add_argument("--version", action=_ShowVersion, help="show the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -120,13 +119,20 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--wait",
         action="store_true",
-        help="wait for the job to finish and print it; exit 1 unless it completed",
+        help="follow the job (state and progress on stderr) until it finishes, then print "
+        "it; exit 1 unless it completed",
     )
     _add_url(submit)
     submit.set_defaults(run=_submit)
 
     status = commands.add_parser("status", help="show one job of a running server")
     status.add_argument("job_id", metavar="JOB_ID")
+    status.add_argument(
+        "--follow",
+        action="store_true",
+        help="follow the job (state and progress on stderr) until it finishes, then print "
+        "it; exit 1 unless it completed",
+    )
     _add_url(status)
     status.set_defaults(run=_status)
 
@@ -163,10 +169,23 @@ def _add_settings(parser: argparse.ArgumentParser, *, http: bool) -> None:
         )
 
 
+class _ShowVersion(argparse.Action):
+    """``--version``, looked up only when asked for (importlib.metadata is slow to import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        print(f"trio-tasks {_version()}")
+        parser.exit()
+
+
 def _version() -> str:
     try:
+        import importlib.metadata  # only for --version: 9 ms of a worker's start-up
+
         return importlib.metadata.version("trio-tasks")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+    except ModuleNotFoundError:  # run from a source tree
         from . import __version__
 
         return __version__

@@ -16,6 +16,7 @@ import trio
 
 from .._clock import WallClock
 from .._job import Job, JobError, JobStatus, Priority
+from .._limits import NO_RULES, DispatchRules, LimitFigures
 from .._schedules import ScheduleState
 from .._stats import ClusterView, WorkerStats
 
@@ -112,10 +113,40 @@ class Broker(abc.ABC):
     - :meth:`run` holds the broker's background tasks (promoting due scheduled jobs, leases,
       cancellation signals) and calls ``host.on_cancel(job_id)`` when a running job is
       cancelled.
+    - Dispatch rules (:meth:`set_dispatch`, given by the processor before :meth:`run`): a job
+      whose type is at its ``concurrency`` or ``rate`` limit is not handed out: :meth:`fetch`
+      *holds* it (still ``pending`` and counted so, out of the queues, holding no worker) and
+      goes on to the next job, so no job of another type waits behind it. Every end of a
+      running job of a limited type (complete, fail, a retry, cancel, release, a lease taken
+      back) frees its slot, and held jobs go back to the front of their queue, in priority
+      then arrival order, as slots free and as the rate window allows. With ``aging`` > 0 a
+      pending job is taken as one priority level higher per ``aging`` seconds waited (urgent
+      at most); equal levels go to the higher base priority, then the older job.
     """
 
     #: Names this node to the others sharing the broker; ``None`` for a broker of one process.
     node_id: str | None = None
+    #: True for a broker whose :meth:`complete`, :meth:`fail` and :meth:`finish_cancelled` never
+    #: checkpoint (nothing to wait for: the memory broker). Such a recording cannot be
+    #: interrupted, so the worker does not shield it (a shield costs ~3% of a no-op job).
+    records_without_checkpoint: bool = False
+    #: The dispatch rules in force (see :meth:`set_dispatch`).
+    dispatch: DispatchRules = NO_RULES
+
+    def set_dispatch(self, rules: DispatchRules) -> None:
+        """Take the per-type limits and priority aging to apply (the processor calls it once,
+        before :meth:`run`). A broker that cannot apply them overrides it to refuse."""
+        self.dispatch = rules
+
+    async def limit_figures(self) -> dict[str, LimitFigures]:
+        """Each limited type's limits, running and held jobs (cluster-wide on a shared broker);
+        the default: none.
+
+        Raises:
+            BrokerUnavailable: a shared broker cannot be reached.
+        """
+        await trio.lowlevel.checkpoint()
+        return {}
 
     @abc.abstractmethod
     async def run(

@@ -1,10 +1,11 @@
-"""The in-process broker: one bounded Trio memory channel per priority."""
+"""The in-process broker: one queue (a deque) per priority, a semaphore counting entries."""
 
 from __future__ import annotations
 
 import contextlib
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from .._job import (
     requeued,
     snapshot,
 )
+from .._limits import DispatchRules, LimitFigures, LocalGate, effective_priority, runnable_since
 from .._schedules import ScheduleState
 from ._base import (
     Admission,
@@ -45,16 +47,25 @@ _RECORDED = RecordStatus.RECORDED
 class MemoryBroker(Broker):
     """Queues and records in this process; nothing survives a restart.
 
-    Each priority has a memory channel bounded by ``max_concurrency``; a semaphore counts the
-    queued entries so a worker sleeps on one primitive and then takes the highest non-empty
-    channel. Cancelled pending jobs stay in their channel as tombstones, skipped by ``fetch``
-    and compacted away if they ever fill a channel. Delayed jobs and waiting retries sit in a
-    heap; one scheduler task sleeps until the earliest is due.
+    Each priority has a FIFO queue; a semaphore counts the queued entries so a worker sleeps
+    on one primitive and then takes the highest non-empty queue (or, with priority aging, the
+    queue whose first job has the highest effective priority). Cancelled pending jobs stay in
+    their queue as tombstones, skipped by ``fetch`` and compacted away if they outnumber the
+    live entries. Delayed jobs and waiting retries sit in a heap; one scheduler task sleeps
+    until the earliest is due (or until a rate limit lets a held job start).
+
+    Per-type limits (:meth:`set_dispatch`) are kept by a :class:`~trio_tasks._limits.LocalGate`
+    in this process: a fetched job over its type's limit is held there (pending, holding no
+    worker) and the worker takes the next job; it goes back to the front of its queue when a
+    job of its type ends or its rate window opens.
 
     Finished jobs stay queryable for ``result_ttl`` seconds (failed ones for ``failed_ttl``,
     if longer), at most ``result_max_jobs`` of them and ``result_max_bytes`` of payloads,
     results and errors (their JSON size), oldest evicted first, failed ones last.
     """
+
+    # complete/fail/finish_cancelled only change records in memory (see below).
+    records_without_checkpoint = True
 
     def __init__(
         self,
@@ -80,10 +91,11 @@ class MemoryBroker(Broker):
             max_jobs=result_max_jobs,
             max_bytes=result_max_bytes,
         )
-        channels = [trio.open_memory_channel[Job](max_concurrency) for _ in Priority]
-        self._send = {p: channels[i][0] for i, p in enumerate(Priority)}
-        self._recv = [channels[Priority(p) - 1][1] for p in PRIORITIES_HIGH_FIRST]
-        self._lanes = list(zip(PRIORITIES_HIGH_FIRST, self._recv, strict=True))
+        self._queues: dict[Priority, deque[Job]] = {p: deque() for p in Priority}
+        self._lanes = [(p, self._queues[p]) for p in PRIORITIES_HIGH_FIRST]
+        #: Per-type limits (``None``: no type has any, and fetch pays nothing for them).
+        self._gate: LocalGate | None = None
+        self._aging = 0.0
         self._available = trio.Semaphore(0)
         self._pending = dict.fromkeys(Priority, 0)
         self._tombstones = dict.fromkeys(Priority, 0)
@@ -112,13 +124,29 @@ class MemoryBroker(Broker):
         task_status.started()
         while True:
             deadline = clock.to_trio(self._heap[0][0]) if self._heap else float("inf")
+            gate = self._gate
+            if gate is not None and (due := gate.next_due()) is not None:
+                deadline = min(deadline, clock.to_trio(due))
             with trio.CancelScope(deadline=deadline) as self._wake:
                 await trio.sleep_forever()
             self._promote_due()
+            if gate is not None:
+                self._requeue_held(gate.due(clock.now()))
 
     def _now(self) -> float:
         assert self._clock is not None, "MemoryBroker.run() has not started"
         return self._clock.now()
+
+    def set_dispatch(self, rules: DispatchRules) -> None:
+        """Apply per-type limits (in this process) and priority aging."""
+        self.dispatch = rules
+        self._gate = LocalGate(rules.limits) if rules.limits else None
+        self._aging = rules.aging
+
+    async def limit_figures(self) -> dict[str, LimitFigures]:
+        """Each limited type's limits, running and held jobs in this process."""
+        await trio.lowlevel.checkpoint()
+        return {} if self._gate is None else self._gate.figures()
 
     # -- submission ------------------------------------------------------------------------
 
@@ -176,34 +204,37 @@ class MemoryBroker(Broker):
     def _push(self, job: Job) -> None:
         job.status = _PENDING
         priority = job.priority
-        sender = self._send[priority]
-        try:
-            sender.send_nowait(job)
-        except trio.WouldBlock:
-            # Only tombstones can fill a channel past the admission bound: drop them and retry.
-            self._compact(priority)
-            sender.send_nowait(job)
+        self._queues[priority].append(job)
         self._pending[priority] += 1
         self._available.release()
 
+    def _push_front(self, job: Job) -> None:
+        """Queue ``job`` (running until now) first of its priority: a job handed back."""
+        job.status = _PENDING
+        priority = job.priority
+        self._queues[priority].appendleft(job)
+        self._pending[priority] += 1
+        self._available.release()
+
+    def _requeue_held(self, jobs: list[Job]) -> None:
+        """Put held jobs (still pending and counted so) back first in their queues, the first
+        of ``jobs`` first."""
+        for job in reversed(jobs):
+            self._queues[job.priority].appendleft(job)
+            self._available.release()
+
     def _compact(self, priority: Priority) -> None:
-        receiver = self._recv[PRIORITIES_HIGH_FIRST.index(priority)]
-        kept: list[Job] = []
-        while True:
-            try:
-                job = receiver.receive_nowait()
-            except trio.WouldBlock:
-                break
-            if job.status is _PENDING:
-                kept.append(job)
-            else:
-                # If its token is already handed to a waking worker, that worker finds nothing
-                # for it and waits again (see fetch).
-                with contextlib.suppress(trio.WouldBlock):
-                    self._available.acquire_nowait()
+        """Drop the tombstones (cancelled pending jobs) of one queue."""
+        queue = self._queues[priority]
+        kept = [job for job in queue if job.status is _PENDING]
+        for _ in range(len(queue) - len(kept)):
+            # If its token is already handed to a waking worker, that worker finds nothing
+            # for it and waits again (see fetch).
+            with contextlib.suppress(trio.WouldBlock):
+                self._available.acquire_nowait()
+        queue.clear()
+        queue.extend(kept)
         self._tombstones[priority] = 0
-        for job in kept:
-            self._send[priority].send_nowait(job)
 
     def _schedule(self, job: Job, run_at: float) -> None:
         job.status = _SCHEDULED
@@ -235,28 +266,66 @@ class MemoryBroker(Broker):
     # -- workers ---------------------------------------------------------------------------
 
     async def fetch(self, worker_id: str) -> Delivery:
-        """Wait for a job; take the oldest of the highest non-empty priority."""
+        """Wait for a job; take the oldest of the highest non-empty priority (by effective
+        priority with aging); hold it instead if its type is at a limit, and take the next."""
         while True:
             await self._available.acquire()
-            pending, tombstones = self._pending, self._tombstones
-            # The counts say which channels hold entries: no WouldBlock raised per empty level.
-            for priority, receiver in self._lanes:
-                if pending[priority] or tombstones[priority]:
-                    job = receiver.receive_nowait()
-                    break
+            if self._aging:
+                queue = self._aged_lane()
             else:
+                for _, queue in self._lanes:
+                    if queue:
+                        break
+            if not queue:
                 # The token of a tombstone that _compact removed after handing the token out.
                 continue
+            job = queue.popleft()
             if job.status is not _PENDING:
                 self._tombstones[job.priority] -= 1
+                continue
+            now = self._clock.now()  # type: ignore[union-attr]  # set by run()
+            gate = self._gate
+            if gate is not None and not gate.admit(job, now):
+                self._wake_for_rate(gate)
                 continue
             self._pending[job.priority] -= 1
             self._running += 1
             job.status = _RUNNING
             job.attempts += 1
-            job.started_at = self._clock.now()  # type: ignore[union-attr]  # set by run()
+            job.started_at = now
             job.worker_id = worker_id
             return Delivery(job)
+
+    def _aged_lane(self) -> deque[Job]:
+        """The queue whose first job goes next under priority aging: the highest effective
+        priority, then the higher base priority, then the job waiting longer."""
+        now = self._now()
+        aging = self._aging
+        best: deque[Job] = self._lanes[-1][1]
+        best_key: tuple[int, int, float] | None = None
+        for priority, queue in self._lanes:
+            if not queue:
+                continue
+            since = runnable_since(queue[0])
+            key = (effective_priority(priority, now - since, aging), priority, -since)
+            if best_key is None or key > best_key:
+                best, best_key = queue, key
+        return best
+
+    def _wake_for_rate(self, gate: LocalGate) -> None:
+        """A job was held: make the scheduler look again when a rate lets one start."""
+        due = gate.next_due()
+        wake = self._wake
+        if due is not None and wake is not None:
+            assert self._clock is not None
+            wake.deadline = min(wake.deadline, self._clock.to_trio(due))
+
+    def _stop_running(self, job: Job) -> None:
+        """A running job ended (any way): uncount it, and free its type's slot if limited."""
+        self._running -= 1
+        gate = self._gate
+        if gate is not None and gate.is_limited(job.type):
+            self._requeue_held(gate.finished(job, self._now()))
 
     # Recording an outcome never fails in memory, and needs no checkpoint: the worker that
     # records it reaches one when it fetches its next job.
@@ -265,7 +334,7 @@ class MemoryBroker(Broker):
         """Record success."""
         job = delivery.job
         job.result = result
-        self._running -= 1
+        self._stop_running(job)
         self._finish(job, JobStatus.COMPLETED)
         return Recording(_RECORDED, job)
 
@@ -273,7 +342,7 @@ class MemoryBroker(Broker):
         """Record a failed attempt; schedule the retry or fail the job."""
         job = delivery.job
         job.error = error
-        self._running -= 1
+        self._stop_running(job)
         if retry_at is None:
             self._finish(job, JobStatus.FAILED)
         else:
@@ -282,14 +351,15 @@ class MemoryBroker(Broker):
 
     async def finish_cancelled(self, delivery: Delivery) -> Recording:
         """Record a cancelled running job."""
-        self._running -= 1
+        self._stop_running(delivery.job)
         self._finish(delivery.job, JobStatus.CANCELLED)
         return Recording(_RECORDED, delivery.job)
 
     async def release(self, delivery: Delivery) -> None:
-        """Queue an interrupted job again (it is then abandoned with the rest at shutdown)."""
-        self._running -= 1
-        self._push(delivery.job)
+        """Queue an interrupted job again, first of its priority (it is then abandoned with the
+        rest at shutdown)."""
+        self._stop_running(delivery.job)
+        self._push_front(delivery.job)
 
     async def set_progress(self, delivery_job: Job, value: Any) -> None:
         """Record progress on the live record."""
@@ -344,7 +414,11 @@ class MemoryBroker(Broker):
             return CancelOutcome(snapshot(job), running=True)
         if status is _PENDING:
             self._pending[job.priority] -= 1
-            self._tombstones[job.priority] += 1
+            gate = self._gate
+            if gate is None or not gate.discard(job):
+                self._tombstones[job.priority] += 1
+                if self._tombstones[job.priority] > 64 + self._pending[job.priority]:
+                    self._compact(job.priority)
         elif status is _SCHEDULED:
             self._scheduled -= 1
         else:

@@ -1,4 +1,4 @@
-#!lua name=trio_tasks_6
+#!lua name=trio_tasks_7
 --[[
 trio-tasks: every state change of the Redis broker that touches more than one key.
 
@@ -19,14 +19,24 @@ called with FCALL. docs/redis.md describes the key layout; in short:
     13    nodes       zset node id -> registry deadline (server ms): the live nodes
     14    sizes       hash id -> bytes: the size of each job in finished (job_size)
     15    finished_bytes  counter: the sum of sizes, what RESULT_MAX_BYTES bounds
+    16    limits      hash type (JSON) -> "concurrency,count,period|rate text" (each may be
+                      empty): the per-type limits, written by the nodes at start-up
+                      (set_limits)
+    17    limrun      hash type (JSON) -> jobs of that limited type running now
+    18    limdue      zset type (JSON) -> POSIX seconds: when a rate lets a held job start
+  Per limited type T (its JSON form), beside those: prefix.."held:"..T, a zset of the jobs held
+  back by a limit (pending, out of the queues; score (4 - priority) * 2^44 + sequence, so the
+  highest priority, earliest held comes first), and prefix.."starts:"..T, a list of the start
+  times of its last <count> jobs, newest first (the sliding window of its rate).
   ARGV[1] is the key prefix ("tt:{namespace}:"); a job's record is the hash prefix.."job:"..id,
   the channels are prefix.."cancel" and prefix.."done". All keys share the {namespace} hash
   tag, so on Redis Cluster they live in one slot and every function is valid there.
 
 A job hash holds the fields of trio_tasks._job.job_to_record, each value JSON-encoded (so Lua
 never decodes user JSON), plus three private fields: tok (the fencing token of the current
-or last lease), cxl (cancellation requested), node (the node holding the lease) and qtn (the
-record was quarantined: see quarantine).
+or last lease), cxl (cancellation requested), node (the node holding the lease), qtn (the
+record was quarantined: see quarantine) and lim (the job runs counted in limrun under this
+type: every end of the run frees that slot, see free_slot).
 
 No function raises on a corrupt record (a field that is not what it should be, a key of another
 type than hash): each reports it to the node instead, which salvages what it can and calls
@@ -50,6 +60,11 @@ local QUEUE = {['1'] = 1, ['2'] = 2, ['3'] = 3, ['4'] = 4}
 local SCHED, RUN, FINISHED, INDEX, WAKE, STATS, WAITERS, SEQ, NODES = 5, 6, 7, 8, 9, 10, 11, 12,
   13
 local SIZES, FINISHED_BYTES = 14, 15
+local LIMITS, LIMRUN, LIMDUE = 16, 17, 18
+-- Jobs held back by a limit per lease call at most (the rest wait for the next call).
+local HOLD_MAX = 1000
+-- The priority's weight in a held job's score: (4 - priority) * HELD_LEVEL + sequence.
+local HELD_LEVEL = 17592186044416
 -- A corrupt running job the node did not quarantine yet is looked at again after this long.
 local CORRUPT_RETRY_MS = 5000
 -- Wake-up tokens kept at most: enough to wake every idle node, bounded when nobody listens.
@@ -246,11 +261,189 @@ local function evict(keys, prefix, now, ttl_s, max_jobs, max_bytes)
   end
 end
 
+-- Per-type limits -------------------------------------------------------------------------
+
+-- A limit as stored in limits ("concurrency,count,period" and, for the figures only,
+-- "|" and the rate as written), or nil.
+local function parse_limit(spec)
+  if not spec then
+    return nil
+  end
+  local c, n, p = string.match(spec, '^([^,]*),([^,]*),([^,|]*)')
+  if not c then
+    return nil
+  end
+  local lim = {conc = tonumber(c), n = tonumber(n), period = tonumber(p)}
+  if lim.n and not lim.period then
+    lim.n = nil
+  end
+  return lim
+end
+
+-- Every limited type's limit ({[type] = limit}), or nil when no type has any.
+local function load_limits(keys)
+  local flat = redis.call('HGETALL', keys[LIMITS])
+  if #flat == 0 then
+    return nil
+  end
+  local out = {}
+  for i = 1, #flat, 2 do
+    out[flat[i]] = parse_limit(flat[i + 1])
+  end
+  return out
+end
+
+local function held_key(prefix, t)
+  return prefix .. 'held:' .. t
+end
+
+local function starts_key(prefix, t)
+  return prefix .. 'starts:' .. t
+end
+
+-- How many jobs of type t may start now, up to want: the free concurrency slots and the rate
+-- window's free starts (the oldest start times, at the tail of the list, that left it).
+local function slots(keys, prefix, t, lim, now, want)
+  local free = want
+  if lim.conc then
+    local running = tonumber(redis.call('HGET', keys[LIMRUN], t)) or 0
+    free = math.min(free, lim.conc - running)
+  end
+  if lim.n and free >= 1 then
+    local ring = starts_key(prefix, t)
+    local len = redis.call('LLEN', ring)
+    local allowed = lim.n - len
+    local horizon = tonumber(now) - lim.period
+    local i = -1
+    while allowed < free and -i <= len do
+      local at = tonumber(redis.call('LINDEX', ring, i))
+      if not at or at > horizon then
+        break
+      end
+      allowed = allowed + 1
+      i = i - 1
+    end
+    free = math.min(free, allowed)
+  end
+  return free
+end
+
+-- When the rate of type t lets the next job start, or nil if it does not hold any back.
+local function rate_due(prefix, t, lim)
+  if not (lim and lim.n) then
+    return nil
+  end
+  local ring = starts_key(prefix, t)
+  if redis.call('LLEN', ring) < lim.n then
+    return nil
+  end
+  -- Formatted here: Lua would pass 14 significant digits, and a due time rounded down
+  -- would wake maintenance too early.
+  return string.format('%.6f', tonumber(redis.call('LINDEX', ring, lim.n - 1)) + lim.period
+    + 0.000001)
+end
+
+-- Count a job of type t as started: a slot taken (lim field), its start in the rate window.
+local function start_limited(keys, prefix, t, lim, now, key)
+  redis.call('HINCRBY', keys[LIMRUN], t, 1)
+  redis.call('HSET', key, 'lim', t)
+  if lim.n then
+    local ring = starts_key(prefix, t)
+    redis.call('LPUSH', ring, now)
+    redis.call('LTRIM', ring, 0, lim.n - 1)
+  end
+end
+
+-- Hold a job of type t back (pending, out of the queues); note when its rate lets one start.
+local function hold(keys, prefix, t, lim, id, priority)
+  local score = (4 - queue_of(priority)) * HELD_LEVEL + redis.call('INCR', keys[SEQ])
+  redis.call('ZADD', held_key(prefix, t), score, id)
+  local due = rate_due(prefix, t, lim)
+  if due then
+    redis.call('ZADD', keys[LIMDUE], due, t)
+  end
+end
+
+-- Put the held jobs of type t that may start now back at the front of their queues (all of
+-- them if t has no limit any more), highest priority, earliest held first. Returns how many.
+local function refill(keys, prefix, t, lim, now)
+  local held = held_key(prefix, t)
+  local count = redis.call('ZCARD', held)
+  if count == 0 then
+    redis.call('ZREM', keys[LIMDUE], t)
+    return 0
+  end
+  local n = count
+  if lim then
+    n = slots(keys, prefix, t, lim, now, count)
+  end
+  if n >= 1 then
+    local popped = redis.call('ZPOPMIN', held, n)
+    for i = #popped - 1, 1, -2 do
+      local level = 4 - math.floor(tonumber(popped[i + 1]) / HELD_LEVEL)
+      redis.call('LPUSH', keys[queue_of(tostring(level))], popped[i])
+    end
+    n = #popped / 2
+    wake(keys, n)
+  else
+    n = 0
+  end
+  local due = nil
+  if count > n then
+    due = rate_due(prefix, t, lim)
+  end
+  if due then
+    redis.call('ZADD', keys[LIMDUE], due, t)
+  else
+    redis.call('ZREM', keys[LIMDUE], t)
+  end
+  return n
+end
+
+-- A running job counted under type t (its lim field) ended, any way: free its slot and let
+-- the held jobs that may start now go back to the front of their queues.
+local function free_slot(keys, prefix, t, key, now)
+  redis.call('HDEL', key, 'lim')
+  if redis.call('HINCRBY', keys[LIMRUN], t, -1) <= 0 then
+    redis.call('HDEL', keys[LIMRUN], t)
+  end
+  refill(keys, prefix, t, parse_limit(redis.call('HGET', keys[LIMITS], t)), now)
+end
+
+-- Jobs held back, all types (pending: the admission bound and counts include them), and per
+-- priority ({low, normal, high, urgent}).
+local function held_counts(keys, prefix)
+  local per = {0, 0, 0, 0}
+  local total = 0
+  for _, t in ipairs(redis.call('HKEYS', keys[LIMITS])) do
+    local held = held_key(prefix, t)
+    local n = redis.call('ZCARD', held)
+    if n > 0 then
+      total = total + n
+      for p = 1, 4 do
+        local low = (4 - p) * HELD_LEVEL
+        per[p] = per[p] + redis.call('ZCOUNT', held, low, '(' .. (low + HELD_LEVEL))
+      end
+    end
+  end
+  return total, per
+end
+
+-- Take a job out of every held zset (quarantine: its type may not be readable).
+local function unhold(keys, prefix, id)
+  for _, t in ipairs(redis.call('HKEYS', keys[LIMITS])) do
+    redis.call('ZREM', held_key(prefix, t), id)
+  end
+end
+
 -- Every job not final: what the admission bound counts.
-local function unfinished(keys)
+local function unfinished(keys, prefix)
   local n = redis.call('ZCARD', keys[SCHED]) + redis.call('ZCARD', keys[RUN])
   for p = 1, 4 do
     n = n + redis.call('LLEN', keys[p])
+  end
+  if redis.call('EXISTS', keys[LIMITS]) == 1 then
+    n = n + held_counts(keys, prefix)
   end
   return n
 end
@@ -261,76 +454,166 @@ Returns {token1, id1, record1 (JSON array), token2, id2, record2, ...}; an id wh
 another type than a hash is popped, not leased, and returned as {type, id, false} (it takes no
 worker's turn) for the node to quarantine.
 ]]
-local function lease(keys, prefix, now, lease_ms, node, workers)
+local function lease_one(keys, key, id, now, deadline, node, worker, out)
+  local token = redis.call('INCR', keys[SEQ])
+  redis.call('HSET', key, 'status', RUNNING, 'started_at', now,
+    'worker_id', worker, 'tok', token, 'node', node)
+  redis.call('HDEL', key, 'cxl')
+  -- attempts that are not a number: the node finds the record corrupt.
+  redis.pcall('HINCRBY', key, 'attempts', 1)
+  redis.call('ZADD', keys[RUN], deadline, id)
+  out[#out + 1] = token
+  out[#out + 1] = id
+  out[#out + 1] = record_json(key)
+end
+
+-- The queue (1-4) whose first job goes next under priority aging: the highest effective
+-- priority (one level up per aging seconds waited since the job became runnable, urgent at
+-- most), then the higher base priority, then the job waiting longer; nil if all are empty.
+local function aged_queue(keys, prefix, now, aging)
+  local best, best_eff, best_since = nil, 0, 0
+  for p = 4, 1, -1 do
+    local id = redis.call('LINDEX', keys[p], 0)
+    if id then
+      local v = fields(job_key(prefix, id), 'created_at', 'run_at')
+      local since = v and tonumber(v[1]) or now
+      local run_at = v and tonumber(v[2])
+      if run_at and run_at > since then
+        since = run_at
+      end
+      local eff = p
+      if now > since then
+        eff = math.min(4, p + math.floor((now - since) / aging))
+      end
+      -- Queues are visited from the highest base priority: a tie keeps the earlier one.
+      if not best or eff > best_eff then
+        best, best_eff, best_since = p, eff, since
+      end
+    end
+  end
+  return best
+end
+
+-- lease with per-type limits or priority aging: one job at a time; a job of a type at its
+-- limit is held back (it takes no worker's turn) and the next one is looked at.
+local function lease_ruled(keys, prefix, now, deadline, node, workers, aging, limits, out)
+  local k = #workers
+  local taken, held = 0, 0
+  local tnow = tonumber(now)
+  while taken < k and held < HOLD_MAX do
+    local p
+    if aging > 0 then
+      p = aged_queue(keys, prefix, tnow, aging)
+    else
+      for q = 4, 1, -1 do
+        if redis.call('LLEN', keys[q]) > 0 then
+          p = q
+          break
+        end
+      end
+    end
+    if not p then
+      break
+    end
+    local id = redis.call('LPOP', keys[p])
+    local key = job_key(prefix, id)
+    local t = key_type(key)
+    if t == 'hash' then
+      local lim, jt = nil, nil
+      if limits then
+        jt = redis.call('HGET', key, 'type')
+        lim = jt and limits[jt]
+      end
+      if not lim then
+        taken = taken + 1
+        lease_one(keys, key, id, now, deadline, node, workers[taken], out)
+      elseif slots(keys, prefix, jt, lim, now, 1) >= 1 then
+        taken = taken + 1
+        start_limited(keys, prefix, jt, lim, now, key)
+        lease_one(keys, key, id, now, deadline, node, workers[taken], out)
+      else
+        held = held + 1
+        hold(keys, prefix, jt, lim, id, tostring(p))
+      end
+    elseif t ~= 'none' then
+      out[#out + 1] = t
+      out[#out + 1] = id
+      out[#out + 1] = false
+    end
+  end
+  return taken, held >= HOLD_MAX
+end
+
+local function lease(keys, prefix, now, lease_ms, node, workers, aging)
   local k = #workers
   local out = {}
   if k == 0 then
     return out
   end
   local deadline = server_ms() + lease_ms
-  local taken = 0
-  for p = 4, 1, -1 do
-    while taken < k do
-      local ids = redis.call('LPOP', keys[p], k - taken)
-      if not ids then
-        break
-      end
-      for _, id in ipairs(ids) do
-        local key = job_key(prefix, id)
-        local t = key_type(key)
-        if t == 'hash' then
-          taken = taken + 1
-          local token = redis.call('INCR', keys[SEQ])
-          redis.call('HSET', key, 'status', RUNNING, 'started_at', now,
-            'worker_id', workers[taken], 'tok', token, 'node', node)
-          redis.call('HDEL', key, 'cxl')
-          -- attempts that are not a number: the node finds the record corrupt.
-          redis.pcall('HINCRBY', key, 'attempts', 1)
-          redis.call('ZADD', keys[RUN], deadline, id)
-          out[#out + 1] = token
-          out[#out + 1] = id
-          out[#out + 1] = record_json(key)
-        elseif t ~= 'none' then
-          out[#out + 1] = t
-          out[#out + 1] = id
-          out[#out + 1] = false
+  local taken, busy = 0, false
+  local limits = load_limits(keys)
+  if limits or aging > 0 then
+    taken, busy = lease_ruled(keys, prefix, now, deadline, node, workers, aging, limits, out)
+  else
+    -- Strict priority, no limits: pop in batches.
+    for p = 4, 1, -1 do
+      while taken < k do
+        local ids = redis.call('LPOP', keys[p], k - taken)
+        if not ids then
+          break
+        end
+        for _, id in ipairs(ids) do
+          local key = job_key(prefix, id)
+          local t = key_type(key)
+          if t == 'hash' then
+            taken = taken + 1
+            lease_one(keys, key, id, now, deadline, node, workers[taken], out)
+          elseif t ~= 'none' then
+            out[#out + 1] = t
+            out[#out + 1] = id
+            out[#out + 1] = false
+          end
         end
       end
-    end
-    if taken >= k then
-      break
+      if taken >= k then
+        break
+      end
     end
   end
   -- This node took all it could use and work remains: pass the wake-up on to another node.
-  if taken >= k and pending_left(keys) then
+  if (taken >= k or busy) and pending_left(keys) then
     wake(keys, 1)
   end
   return out
 end
 
 --[[ fetch: lease jobs for idle workers. ARGV: prefix, now (POSIX seconds, for started_at),
-lease_ms, node, k, worker_id JSON x k. Returns what lease returns.
+lease_ms, node, aging (seconds; 0: strict priority), k, worker_id JSON x k. Returns what lease
+returns.
 ]]
 local function fetch(keys, args)
-  local k = tonumber(args[5])
-  return lease(keys, args[1], args[2], tonumber(args[3]), args[4], {unpack(args, 6, 5 + k)})
+  local k = tonumber(args[6])
+  return lease(keys, args[1], args[2], tonumber(args[3]), args[4], {unpack(args, 7, 6 + k)},
+    tonumber(args[5]))
 end
 
 --[[ enqueue: admit a batch of jobs, all or none; then, as fetch does, lease jobs for the
 submitting node's idle workers (the highest-priority oldest pending jobs, not necessarily these).
-ARGV: prefix, max_unfinished, now, lease_ms, node, k, worker_id JSON x k, then per job: id,
-priority, score ('' = pending, else run_at), nfields, field1, value1, ...
+ARGV: prefix, max_unfinished, now, lease_ms, node, aging, k, worker_id JSON x k, then per job:
+id, priority, score ('' = pending, else run_at), nfields, field1, value1, ...
 Returns {'full', unfinished} or {'ok', leased, r1, r2, ...}: leased is what lease returns; r is
 1 (created), 2 (the same id earlier in this batch), the existing record (HMGET of FIELDS) or,
 for a key of another type than hash, that type (the node quarantines it).
 ]]
 local function enqueue(keys, args)
   local prefix, limit = args[1], tonumber(args[2])
-  local now, lease_ms, node, k = args[3], tonumber(args[4]), args[5], tonumber(args[6])
+  local now, lease_ms, node, aging = args[3], tonumber(args[4]), args[5], tonumber(args[6])
+  local k = tonumber(args[7])
   local leased = {}
   local jobs, seen, results = {}, {}, {'ok', leased}
   local fresh = 0
-  local i = 7 + k
+  local i = 8 + k
   while i <= #args do
     local nfields = tonumber(args[i + 3])
     local job = {id = args[i], priority = tonumber(args[i + 1]), score = args[i + 2],
@@ -357,7 +640,7 @@ local function enqueue(keys, args)
   if fresh == 0 then
     return results
   end
-  local current = unfinished(keys)
+  local current = unfinished(keys, prefix)
   if current + fresh > limit then
     return {'full', current}
   end
@@ -379,7 +662,7 @@ local function enqueue(keys, args)
   end
   redis.call('HINCRBY', keys[STATS], 'submitted', fresh)
   if queued > 0 and k > 0 then
-    leased = lease(keys, prefix, now, lease_ms, node, {unpack(args, 7, 6 + k)})
+    leased = lease(keys, prefix, now, lease_ms, node, {unpack(args, 8, 7 + k)}, aging)
     results[2] = leased
   end
   -- Jobs queued here and not taken at once: wake idle nodes for them.
@@ -417,8 +700,9 @@ end
 --[[ finish: record the outcomes of leased jobs; each is fenced by its lease token; then lease
 the next job for each worker that has just become free (as fetch does, after the outcomes, so
 a retry queued now competes like any job).
-ARGV: prefix, now, failed_s, ttl_s, max_jobs, max_bytes, node, lease_ms, k, worker_id JSON x k,
-then per outcome: id, token, kind, value, at.
+ARGV: prefix, now, failed_s, ttl_s, max_jobs, max_bytes, node, lease_ms, aging, k, worker_id
+JSON x k, then per outcome: id, token, kind, value, at. A job counted under a limit frees its
+slot whatever the outcome, before it is queued again if it is.
 kind: c completed (value = result JSON), f failed (value = error JSON), r retry (value =
 error JSON, at = run_at), x cancelled, l released (back to the front of its queue), u
 un-fetched (as l, and the attempt is not counted).
@@ -429,14 +713,15 @@ changed), or false for a key of another type than hash. leased is what lease ret
 ]]
 local function finish(keys, args)
   local prefix, now, failed_s, ttl_s, max_jobs = args[1], args[2], args[3], args[4], args[5]
-  local max_bytes, node, lease_ms, k = args[6], args[7], tonumber(args[8]), tonumber(args[9])
+  local max_bytes, node, lease_ms, aging = args[6], args[7], tonumber(args[8]), tonumber(args[9])
+  local k = tonumber(args[10])
   local out = {}
   local queued = 0
-  for i = 10 + k, #args, 5 do
+  for i = 11 + k, #args, 5 do
     local id, token, kind, value, at = args[i], args[i + 1], args[i + 2], args[i + 3],
       args[i + 4]
     local key = job_key(prefix, id)
-    local cur = fields(key, 'tok', 'status', 'cxl', 'priority')
+    local cur = fields(key, 'tok', 'status', 'cxl', 'priority', 'lim')
     if not cur then
       out[#out + 1] = false
     elseif cur[1] ~= token then
@@ -445,6 +730,9 @@ local function finish(keys, args)
       out[#out + 1] = cur[2] or ''
     else
       redis.call('ZREM', keys[RUN], id)
+      if cur[5] then
+        free_slot(keys, prefix, cur[5], key, now)
+      end
       local priority = queue_of(cur[4])
       if kind == 'c' then
         finalize(keys, prefix, id, key, COMPLETED, now, ttl_s, failed_s, 'result', value)
@@ -478,7 +766,7 @@ local function finish(keys, args)
       out[#out + 1] = redis.call('HGET', key, 'status')
     end
   end
-  local leased = lease(keys, prefix, now, lease_ms, node, {unpack(args, 10, 9 + k)})
+  local leased = lease(keys, prefix, now, lease_ms, node, {unpack(args, 11, 10 + k)}, aging)
   -- Jobs queued again here and not taken at once: wake idle nodes for them.
   wake(keys, queued - #leased / 3)
   evict(keys, prefix, now, ttl_s, max_jobs, max_bytes)
@@ -495,7 +783,7 @@ local function cancel(keys, args)
     args[6]
   local max_bytes = args[7]
   local key = job_key(prefix, id)
-  local cur = fields(key, 'status', 'priority')
+  local cur = fields(key, 'status', 'priority', 'type')
   if not cur then
     return {'corrupt'}
   end
@@ -515,7 +803,10 @@ local function cancel(keys, args)
     return {'running', record(key)}
   end
   if status == PENDING then
-    redis.call('LREM', keys[queue_of(cur[2])], 1, id)
+    -- Queued, or held back by a limit of its type.
+    if redis.call('LREM', keys[queue_of(cur[2])], 1, id) == 0 and cur[3] then
+      redis.call('ZREM', held_key(prefix, cur[3]), id)
+    end
   else
     redis.call('ZREM', keys[SCHED], id)
   end
@@ -526,8 +817,9 @@ local function cancel(keys, args)
   return {'cancelled', cancelled}
 end
 
---[[ promote: move due scheduled jobs to the end of their queue, each exactly once.
-ARGV: prefix, now. Returns {moved, next run_at or false}.
+--[[ promote: move due scheduled jobs to the end of their queue, each exactly once, and put
+back the jobs held by a rate whose window has opened. ARGV: prefix, now. Returns {moved, the
+next run_at or rate opening, or false}.
 ]]
 local function promote(keys, args)
   local prefix, now = args[1], args[2]
@@ -549,7 +841,18 @@ local function promote(keys, args)
   end
   wake(keys, moved)
   local nxt = redis.call('ZRANGE', keys[SCHED], 0, 0, 'WITHSCORES')
-  return {moved, nxt[2] or false}
+  local nxt_at = nxt[2] or false
+  if redis.call('EXISTS', keys[LIMDUE]) == 1 then
+    for _, t in ipairs(redis.call('ZRANGEBYSCORE', keys[LIMDUE], '-inf', now, 'LIMIT', 0, BATCH)) do
+      refill(keys, prefix, t, parse_limit(redis.call('HGET', keys[LIMITS], t)), now)
+    end
+    local due = redis.call('ZRANGE', keys[LIMDUE], 0, 0, 'WITHSCORES')
+    -- As stored (the node's repr), so no digit is lost to Lua's number formatting.
+    if due[2] and (not nxt_at or tonumber(due[2]) < tonumber(nxt_at)) then
+      nxt_at = due[2]
+    end
+  end
+  return {moved, nxt_at}
 end
 
 --[[ reap: leases past their deadline (server time) lose their job: it goes back to the front
@@ -569,7 +872,7 @@ local function reap(keys, args)
   local reaped, corrupt = {}, {}
   for _, id in ipairs(expired) do
     local key = job_key(prefix, id)
-    local cur = fields(key, 'status', 'cxl', 'priority', 'attempts', 'max_attempts')
+    local cur = fields(key, 'status', 'cxl', 'priority', 'attempts', 'max_attempts', 'lim')
     local status = cur and cur[1]
     if not cur or (status and not KNOWN[status]) or (status == RUNNING and not (
         QUEUE[cur[3]] and tonumber(cur[4]) and tonumber(cur[5]))) then
@@ -581,6 +884,10 @@ local function reap(keys, args)
       if status == RUNNING then
         redis.call('HSET', key, 'tok', '')
         redis.call('HINCRBY', keys[STATS], 'leases_expired', 1)
+        if cur[6] then
+          -- The node died (or stalled) with the job: its slot is free again.
+          free_slot(keys, prefix, cur[6], key, now)
+        end
         if cur[2] then
           finalize(keys, prefix, id, key, CANCELLED, now, ttl_s, failed_s)
         elseif tonumber(cur[4]) >= tonumber(cur[5]) then
@@ -628,12 +935,54 @@ local function watch(keys, args)
   return record(key)
 end
 
--- counts: {pending low, normal, high, urgent, scheduled, running}.
+-- counts: {pending low, normal, high, urgent, scheduled, running}; pending includes the jobs
+-- held back by a limit.
 local function counts(keys, args)
-  return {
+  local out = {
     redis.call('LLEN', keys[1]), redis.call('LLEN', keys[2]), redis.call('LLEN', keys[3]),
     redis.call('LLEN', keys[4]), redis.call('ZCARD', keys[SCHED]), redis.call('ZCARD', keys[RUN]),
   }
+  if redis.call('EXISTS', keys[LIMITS]) == 1 then
+    local _, per = held_counts(keys, args[1])
+    for p = 1, 4 do
+      out[p] = out[p] + per[p]
+    end
+  end
+  return out
+end
+
+--[[ set_limits: the limits of job types, as a node's registry has them (at its start).
+ARGV: prefix, now, then per type: type JSON, "concurrency,count,period" ('' = no limits: its
+held jobs all go back to their queues). Held jobs that may start under the new limits go back
+to the front of their queues. Returns 1.
+]]
+local function set_limits(keys, args)
+  local prefix, now = args[1], args[2]
+  for i = 3, #args, 2 do
+    local t, spec = args[i], args[i + 1]
+    if spec == '' then
+      redis.call('HDEL', keys[LIMITS], t)
+      refill(keys, prefix, t, nil, now)
+    else
+      redis.call('HSET', keys[LIMITS], t, spec)
+      refill(keys, prefix, t, parse_limit(spec), now)
+    end
+  end
+  return 1
+end
+
+-- limit_figures: per limited type {type JSON, spec, running, held}, flattened.
+local function limit_figures(keys, args)
+  local out = {}
+  local flat = redis.call('HGETALL', keys[LIMITS])
+  for i = 1, #flat, 2 do
+    local t = flat[i]
+    out[#out + 1] = t
+    out[#out + 1] = flat[i + 1]
+    out[#out + 1] = tonumber(redis.call('HGET', keys[LIMRUN], t)) or 0
+    out[#out + 1] = redis.call('ZCARD', held_key(args[1], t))
+  end
+  return out
 end
 
 --[[ list: newest first. ARGV: prefix, status JSON or '', type JSON or '', limit, scan_max.
@@ -701,6 +1050,13 @@ local function quarantine(keys, args)
   end
   redis.call('ZREM', keys[SCHED], id)
   redis.call('ZREM', keys[RUN], id)
+  unhold(keys, prefix, id)
+  if t == 'hash' then
+    local lim = redis.call('HGET', key, 'lim')
+    if lim then
+      free_slot(keys, prefix, lim, key, now)
+    end
+  end
   if t == 'none' then
     return 0
   end
@@ -750,12 +1106,12 @@ local function retry(keys, args)
   if (status ~= FAILED and status ~= CANCELLED) or cur[2] ~= seen then
     return {'state', status}
   end
-  local current = unfinished(keys)
+  local current = unfinished(keys, prefix)
   if current + 1 > max_unfinished then
     return {'full', current}
   end
   redis.call('HSET', key, unpack(args, 5))
-  redis.call('HDEL', key, 'tok', 'cxl', 'node', 'qtn')
+  redis.call('HDEL', key, 'tok', 'cxl', 'node', 'qtn', 'lim')
   redis.call('PERSIST', key)
   redis.call('ZREM', keys[FINISHED], id)
   drop_sizes(keys, {id})
@@ -785,19 +1141,22 @@ local function cluster(keys, args)
   return {redis.call('HGETALL', keys[STATS]), nodes}
 end
 
-redis.register_function('tt6_enqueue', enqueue)
-redis.register_function('tt6_fetch', fetch)
-redis.register_function('tt6_heartbeat', heartbeat)
-redis.register_function('tt6_finish', finish)
-redis.register_function('tt6_cancel', cancel)
-redis.register_function('tt6_promote', promote)
-redis.register_function('tt6_reap', reap)
-redis.register_function('tt6_progress', progress)
-redis.register_function('tt6_watch', watch)
-redis.register_function('tt6_list', list)
-redis.register_function('tt6_quarantine', quarantine)
-redis.register_function('tt6_leave', leave)
-redis.register_function('tt6_retry', retry)
+redis.register_function('tt7_enqueue', enqueue)
+redis.register_function('tt7_fetch', fetch)
+redis.register_function('tt7_heartbeat', heartbeat)
+redis.register_function('tt7_finish', finish)
+redis.register_function('tt7_cancel', cancel)
+redis.register_function('tt7_promote', promote)
+redis.register_function('tt7_reap', reap)
+redis.register_function('tt7_progress', progress)
+redis.register_function('tt7_watch', watch)
+redis.register_function('tt7_list', list)
+redis.register_function('tt7_quarantine', quarantine)
+redis.register_function('tt7_leave', leave)
+redis.register_function('tt7_retry', retry)
+redis.register_function('tt7_set_limits', set_limits)
 -- Read-only: allowed on replicas and in read-only scripts.
-redis.register_function{function_name = 'tt6_counts', callback = counts, flags = {'no-writes'}}
-redis.register_function{function_name = 'tt6_cluster', callback = cluster, flags = {'no-writes'}}
+redis.register_function{function_name = 'tt7_counts', callback = counts, flags = {'no-writes'}}
+redis.register_function{function_name = 'tt7_cluster', callback = cluster, flags = {'no-writes'}}
+redis.register_function{function_name = 'tt7_limit_figures', callback = limit_figures,
+  flags = {'no-writes'}}

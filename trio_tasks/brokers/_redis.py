@@ -33,6 +33,7 @@ from .._errors import (
     QueueFull,
 )
 from .._job import RETRYABLE, Job, JobError, JobStatus, Priority
+from .._limits import DispatchRules, LimitFigures
 from .._log import library_logger
 from .._schedules import ScheduleState
 from .._stats import ClusterView
@@ -51,6 +52,7 @@ from ._redis_background import Background
 from ._redis_client import make_client
 from ._redis_codec import Corrupt, encode_json, node_view, num
 from ._redis_delivery import Deliveries
+from ._redis_events import relay_events
 from ._redis_keys import RedisKeys
 from ._redis_link import RedisLink, parse_redis_url
 from ._redis_node import RedisNode
@@ -156,6 +158,7 @@ class RedisBroker(Broker):
             result_max_bytes=result_max_bytes,
         )
         self._scripts = node.scripts
+        self._scripts.wire = self._redis.wire  # FCALLs on the lean path (single server)
         self.min_replicas = min_replicas
         self._scripts.confirm_writes(
             min_replicas, replica_timeout, cluster=self._redis.kind == "cluster"
@@ -234,6 +237,9 @@ class RedisBroker(Broker):
                 except Exception as exc:
                     self._link.task_failed("start-up", exc)
             await nursery.start(background.listen)
+            hub = getattr(self._node.host, "events", None)  # the processor's live job events
+            if hub is not None:
+                await nursery.start(relay_events, self._node, hub)
             nursery.start_soon(self._delivery.feed)
             nursery.start_soon(background.heartbeat)
             nursery.start_soon(background.maintain)
@@ -432,6 +438,20 @@ class RedisBroker(Broker):
             ShuttingDown: this node's broker stopped before the job ended.
         """
         return await self._background.wait(job_id)
+
+    def set_dispatch(self, rules: DispatchRules) -> None:
+        """Apply priority aging to every lease, and write the per-type limits to Redis (at
+        start-up and after a server restart), where they hold for every node."""
+        self.dispatch = rules
+        self._scripts.set_dispatch(rules, self._node.now)
+
+    async def limit_figures(self) -> dict[str, LimitFigures]:
+        """Each limited type's limits, running and held jobs, cluster-wide.
+
+        Raises:
+            BrokerUnavailable: Redis cannot be reached.
+        """
+        return await self._link.once(self._scripts.limit_figures)
 
     async def counts(self) -> QueueCounts:
         """Cluster-wide queue figures (the last known ones while Redis is unreachable)."""

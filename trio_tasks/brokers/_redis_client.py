@@ -25,6 +25,7 @@ from coredis.connection import TCPLocation
 from coredis.retry import NoRetryPolicy
 
 from .._errors import InvalidValue
+from ._redis_wire import Wire, open_wire
 
 #: A client of one server (or a Sentinel-managed master) or of a cluster.
 Client: TypeAlias = "coredis.Redis[str] | coredis.RedisCluster[str]"
@@ -113,6 +114,9 @@ class RedisClient:
     kind: str
     connect_timeout: float
     sentinel: coredis.Sentinel[str] | None = None
+    #: The lean path of the hottest commands (``FCALL``) to a single server
+    #: (``_redis_wire.py``); ``None`` for Sentinel and Cluster, which keep coredis.
+    wire: Wire | None = None
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[Client]:
@@ -121,6 +125,8 @@ class RedisClient:
             if self.sentinel is not None:
                 await stack.enter_async_context(self.sentinel)
             await stack.enter_async_context(self.client)
+            if self.wire is not None:
+                await stack.enter_async_context(self.wire)
             yield self.client
 
 
@@ -151,7 +157,8 @@ def make_client(
             max_idle_time=max_idle,
             **common,
         )
-        return RedisClient(client, "single", connect_timeout)
+        assert isinstance(client, coredis.Redis)
+        return RedisClient(client, "single", connect_timeout, wire=open_wire(client))
     endpoints = parse_endpoints(url)
     params = dict(endpoints.params)
     auth: dict[str, Any] = {"username": endpoints.username, "password": endpoints.password}

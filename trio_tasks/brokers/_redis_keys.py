@@ -16,8 +16,8 @@ from .._job import Priority
 #: The Lua library (``#!lua name=...`` in ``_redis.lua``) and the prefix of its functions.
 #: Both change together whenever the functions change incompatibly, so nodes of two versions
 #: sharing one Redis never call each other's code.
-LIBRARY_NAME = "trio_tasks_6"
-FUNCTION_PREFIX = "tt6_"
+LIBRARY_NAME = "trio_tasks_7"
+FUNCTION_PREFIX = "tt7_"
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
@@ -46,6 +46,11 @@ class RedisKeys:
     #: Hash id -> bytes of each finished job, and their sum (``RESULT_MAX_BYTES``).
     sizes: str
     finished_bytes: str
+    #: Per-type limits: type (JSON) -> ``"concurrency,count,period"``; jobs running per
+    #: limited type; when a rate lets a held job of a type start (``_redis.lua``).
+    limits: str
+    limrun: str
+    limdue: str
     cancel_channel: str
     done_channel: str
     script_keys: tuple[str, ...]
@@ -68,8 +73,19 @@ class RedisKeys:
         nodes = prefix + "nodes"
         sizes = prefix + "sizes"
         finished_bytes = prefix + "finished_bytes"
+        limits, limrun, limdue = prefix + "limits", prefix + "limrun", prefix + "limdue"
         # The order _redis.lua expects: q:1..q:4, then these.
-        script_keys = (*queues, *named.values(), seq, nodes, sizes, finished_bytes)
+        script_keys = (
+            *queues,
+            *named.values(),
+            seq,
+            nodes,
+            sizes,
+            finished_bytes,
+            limits,
+            limrun,
+            limdue,
+        )
         return cls(
             namespace=namespace,
             prefix=prefix,
@@ -78,6 +94,9 @@ class RedisKeys:
             nodes=nodes,
             sizes=sizes,
             finished_bytes=finished_bytes,
+            limits=limits,
+            limrun=limrun,
+            limdue=limdue,
             cancel_channel=prefix + "cancel",
             done_channel=prefix + "done",
             script_keys=script_keys,
@@ -91,6 +110,10 @@ class RedisKeys:
     def queue(self, priority: Priority) -> str:
         """The list of pending ids of ``priority``."""
         return self.queues[int(priority) - 1]
+
+    def held(self, type_json: str) -> str:
+        """The zset of the jobs of one limited type (its JSON form) held back by a limit."""
+        return f"{self.prefix}held:{type_json}"
 
     def quarantine(self, job_id: str) -> str:
         """Where the raw record of a job that did not decode is kept (``_redis.lua``:

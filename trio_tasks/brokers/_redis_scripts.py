@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any, NamedTuple
 
@@ -20,6 +20,7 @@ import coredis.exceptions
 
 from .._errors import BrokerUnavailable
 from .._job import RECORD_FIELDS, Job, JobStatus, requeued
+from .._limits import DispatchRules, LimitFigures, TypeLimit
 from ._redis_client import Client
 from ._redis_codec import (
     NO_LEASES,
@@ -34,6 +35,7 @@ from ._redis_codec import (
     wrong_type,
 )
 from ._redis_keys import FUNCTION_PREFIX, RedisKeys
+from ._redis_wire import Wire
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _loads = json.loads
@@ -46,6 +48,23 @@ def library_code() -> str:
     """The source of ``_redis.lua``, with its ``FIELDS`` list made from :data:`RECORD_FIELDS`."""
     code = resources.files(__package__).joinpath("_redis.lua").read_text(encoding="utf-8")
     return code.replace(FIELDS_PLACEHOLDER, ", ".join(f"'{name}'" for name in RECORD_FIELDS))
+
+
+def encode_limit(limit: TypeLimit) -> str:
+    """A type's limits as ``_redis.lua`` stores them: ``"concurrency,count,period"``, each
+    empty when not limited; the rate's text after a ``,`` so figures can show it as written."""
+    rate = limit.rate
+    concurrency = "" if limit.concurrency is None else str(limit.concurrency)
+    if rate is None:
+        return f"{concurrency},,"
+    return f"{concurrency},{rate.count},{num(rate.period)}|{rate.text}"
+
+
+def decode_limit(spec: str) -> tuple[int | None, str | None]:
+    """The concurrency and the rate's text of a stored limit (see :func:`encode_limit`)."""
+    head, _, text = spec.partition("|")
+    concurrency = head.split(",", 1)[0]
+    return (int(concurrency) if concurrency.isdecimal() else None), (text or None)
 
 
 class OutcomeKind(enum.StrEnum):
@@ -125,9 +144,17 @@ class RedisScripts:
     """
 
     def __init__(
-        self, client: Client, keys: RedisKeys, *, max_bytes: int = 256 * 1_048_576
+        self,
+        client: Client,
+        keys: RedisKeys,
+        *,
+        max_bytes: int = 256 * 1_048_576,
+        wire: Wire | None = None,
     ) -> None:
         self.client = client
+        #: The lean path (``_redis_wire.py``) the ``FCALL``s take on a single server;
+        #: ``None``: coredis (Sentinel, Cluster).
+        self.wire = wire
         self.keys = keys
         self.max_bytes = max_bytes
         self._code = library_code()
@@ -136,6 +163,23 @@ class RedisScripts:
         self._replicas = 0
         self._replica_timeout_ms = 1000
         self._cluster = False
+        #: Priority aging (seconds, ``0``: off) as passed to the leasing functions.
+        self._aging = "0"
+        #: Per-type limits written at each :meth:`load`, and the clock they are written by.
+        self._limits: list[str] = []
+        self._now: Callable[[], float] | None = None
+
+    def set_dispatch(self, rules: DispatchRules, now: Callable[[], float]) -> None:
+        """Apply ``rules``: priority aging in every lease, and the per-type limits written to
+        Redis at every :meth:`load` (at start-up and after a server restart); ``now`` is the
+        node's clock. Only the types named change: another node's types keep their limits."""
+        self._aging = num(rules.aging) if rules.aging > 0 else "0"
+        self._limits = []
+        for name, limit in rules.limits.items():
+            self._limits += [_dumps(name), encode_limit(limit)]
+        for name in sorted(rules.unlimited):
+            self._limits += [_dumps(name), ""]
+        self._now = now
 
     def confirm_writes(self, replicas: int, timeout: float, *, cluster: bool = False) -> None:
         """Make ``enqueue`` and ``finish`` wait until ``replicas`` replicas have their write
@@ -147,8 +191,38 @@ class RedisScripts:
         self._cluster = cluster
 
     async def load(self) -> None:
-        """Load (or replace) the library in Redis; done once per connection to a server."""
+        """Load (or replace) the library in Redis; done once per connection to a server. Then
+        write this node's per-type limits (:meth:`set_dispatch`)."""
         await self.client.function_load(self._code, replace=True)
+        if self._limits and self._now is not None:
+            await self.client.fcall(
+                FUNCTION_PREFIX + "set_limits",
+                self._script_keys,
+                [self._prefix, num(self._now()), *self._limits],
+            )
+
+    async def set_limits(self, now: float, limits: dict[str, TypeLimit | None]) -> None:
+        """Set (or, for ``None``, remove) the limits of job types; see ``set_limits`` in
+        ``_redis.lua``."""
+        args = [num(now)]
+        for name, limit in limits.items():
+            args += [_dumps(name), "" if limit is None else encode_limit(limit)]
+        await self._call("set_limits", args)
+
+    async def limit_figures(self) -> dict[str, LimitFigures]:
+        """Each limited type's limits, running and held jobs, cluster-wide."""
+        flat = await self._call("limit_figures", [])
+        figures: dict[str, LimitFigures] = {}
+        for i in range(0, len(flat), 4):
+            try:
+                name = _loads(flat[i])
+            except ValueError:
+                continue
+            if not isinstance(name, str):
+                continue
+            concurrency, rate = decode_limit(str(flat[i + 1]))
+            figures[name] = LimitFigures(concurrency, rate, int(flat[i + 2]), int(flat[i + 3]))
+        return dict(sorted(figures.items()))
 
     async def _call(self, name: str, args: Iterable[str], *, confirm: bool = False) -> Any:
         """One ``FCALL``; with ``confirm`` (and replicas required), answers ``(reply, acked)``:
@@ -158,7 +232,7 @@ class RedisScripts:
         try:
             if confirm:
                 return await self._fcall_confirmed(name, arguments)
-            return await self.client.fcall(FUNCTION_PREFIX + name, self._script_keys, arguments)
+            return await self._fcall(FUNCTION_PREFIX + name, arguments)
         except coredis.exceptions.ResponseError as exc:
             # A server restarted without persistence has forgotten the library.
             if "function not found" not in str(exc).lower():
@@ -166,7 +240,7 @@ class RedisScripts:
             await self.load()
             if confirm:
                 return await self._fcall_confirmed(name, arguments)
-            return await self.client.fcall(FUNCTION_PREFIX + name, self._script_keys, arguments)
+            return await self._fcall(FUNCTION_PREFIX + name, arguments)
 
     async def _confirmed(self, name: str, args: list[str]) -> tuple[Any, int]:
         """:meth:`_call` with confirmation: the reply (``None`` if lost) and the replicas that
@@ -176,8 +250,18 @@ class RedisScripts:
         reply, acked = await self._call(name, args, confirm=True)
         return reply, int(acked)
 
+    async def _fcall(self, function: str, arguments: list[str]) -> Any:
+        if self.wire is not None:
+            return await self.wire.fcall(function, self._script_keys, arguments)
+        return await self.client.fcall(function, self._script_keys, arguments)
+
     async def _fcall_confirmed(self, name: str, arguments: list[str]) -> tuple[Any, int]:
         function = FUNCTION_PREFIX + name
+        if self.wire is not None:
+            # The write, then WAIT on the same connection, in one write and one round trip.
+            return await self.wire.fcall_wait(
+                function, self._script_keys, arguments, self._replicas, self._replica_timeout_ms
+            )
         if self._cluster:
             # A cluster routes a pipeline by key, and WAIT has none: coredis sends it after
             # the write on the write's own connection (a second round trip). Its reply is
@@ -220,7 +304,7 @@ class RedisScripts:
         Raises:
             NotReplicated: fewer replicas than required confirmed it (:meth:`confirm_writes`).
         """
-        args = [str(limit), num(now), str(lease_ms), node, str(len(workers))]
+        args = [str(limit), num(now), str(lease_ms), node, self._aging, str(len(workers))]
         args += [_dumps(worker) for worker in workers]
         for job, score in jobs:
             fields = encode_job(job)
@@ -248,7 +332,7 @@ class RedisScripts:
 
     async def fetch(self, now: float, lease_ms: int, node: str, workers: list[str]) -> Leases:
         """Lease up to ``len(workers)`` jobs, highest priority first, one per worker in order."""
-        args = [num(now), str(lease_ms), node, str(len(workers))]
+        args = [num(now), str(lease_ms), node, self._aging, str(len(workers))]
         args += [_dumps(worker) for worker in workers]
         return parse_leases(await self._call("fetch", args))
 
@@ -315,7 +399,7 @@ class RedisScripts:
             NotReplicated: fewer replicas than required confirmed it (:meth:`confirm_writes`).
         """
         args = [num(now), num(max(ttl, failed_ttl or 0.0)), num(ttl), str(max_jobs)]
-        args += [str(self.max_bytes), node, str(lease_ms), str(len(workers))]
+        args += [str(self.max_bytes), node, str(lease_ms), self._aging, str(len(workers))]
         args += [_dumps(worker) for worker in workers]
         for outcome in outcomes:
             args += outcome[:5]

@@ -80,6 +80,9 @@ class SqliteBroker(MemoryBroker):
             unreadable, or cannot be written (read-only directory, full disk).
     """
 
+    # Recording an outcome waits for its journal write: the worker shields it.
+    records_without_checkpoint = False
+
     def __init__(
         self,
         path: str,
@@ -288,7 +291,7 @@ class SqliteBroker(MemoryBroker):
         # Nothing changes: the job runs again a little later, as after a lost lease on Redis,
         # and the node answers /health unhealthy meanwhile.
         job = delivery.job
-        self._running -= 1
+        self._stop_running(job)
         self._schedule(job, self._now() + UNRECORDED_RETRY)
         return Recording(RecordStatus.NOT_RECORDED, job)
 

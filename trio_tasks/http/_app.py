@@ -13,9 +13,12 @@ from quart_trio import QuartTrio
 from .._config import Config
 from .._processor import Processor
 from ._errors import register_error_handlers
+from ._events import events, streams
 from ._guard import guarded
+from ._history import HISTORY_KEY, History
 from ._routes import routes
 from ._state import ApiState
+from ._ui import ui
 
 #: Seconds a request body may take to arrive in full.
 BODY_TIMEOUT = 30
@@ -39,7 +42,12 @@ def create_app(processor: Processor, config: Config | None = None) -> QuartTrio:
     app.url_map.strict_slashes = False
     app.extensions["trio_tasks"] = ApiState(processor, config)
     app.register_blueprint(routes)
+    # The dashboard (/ui) and the counters' history its chart draws (/stats/history).
+    app.extensions[HISTORY_KEY] = History(processor)
+    app.register_blueprint(ui)
+    app.register_blueprint(events)  # the event streams (/events, /jobs/{id}/events)
     register_error_handlers(app, config.max_body_size)
+    app.asgi_app = streams(app.asgi_app)  # type: ignore[method-assign]
     # Tokens, allowed hosts and origins are checked before the app sees the request.
     app.asgi_app = guarded(app.asgi_app, config)  # type: ignore[method-assign]
     return app

@@ -108,6 +108,8 @@ def _figures(
         "uptime_seconds": round(stats.uptime, 3),
         "threads_stuck": stats.threads_stuck,
         "shutting_down": shutting_down,
+        # Per-type limits: the broker's (cluster-wide on a shared one).
+        "limits": {name: figures.to_json() for name, figures in stats.limits.items()},
     }
 
 

@@ -6,10 +6,11 @@ its headers and never reaches a route (nor reads its body). With none of ``API_T
 ``docs/security.md`` explains the model.
 
 - **Tokens** (``API_TOKEN``, ``API_READ_TOKEN``, comma-separated for rotation): every endpoint but
-  ``/health`` needs ``Authorization: Bearer <token>`` (``/metrics`` too unless
-  ``METRICS_PUBLIC``). A read token is enough for ``GET`` and ``HEAD``; any other method needs a
-  full token. Each presented token is compared with every configured one in constant time.
-  Missing or unknown: 401 with ``WWW-Authenticate: Bearer``; a read token on a write: 403.
+  ``/health`` and the dashboard's files (``GET /ui``) needs ``Authorization: Bearer <token>``
+  (``/metrics`` too unless ``METRICS_PUBLIC``). A read token is enough for ``GET`` and ``HEAD``;
+  any other method needs a full token. Each presented token is compared with every configured
+  one in constant time. Missing or unknown: 401 with ``WWW-Authenticate: Bearer``; a read token
+  on a write: 403.
 - **Host** (``ALLOWED_HOSTS``): the ``Host`` header, port aside, must be one of them (``*``: any);
   otherwise 400. This defeats DNS rebinding against a node on a private address.
 - **Origin**: a browser sends ``Origin`` with every cross-site ``POST`` or ``DELETE``, even the
@@ -35,6 +36,9 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Paths open without a token: a load balancer's health check needs none, and reveals nothing.
 OPEN_PATHS = frozenset({"/health"})
+#: The dashboard's static files are open too: they hold no secrets, and the page asks for the
+#: token that its API calls then carry (``_ui``). The Host check still applies to them.
+OPEN_PREFIX = "/ui"
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _CORS_METHODS = "GET, HEAD, POST, DELETE, OPTIONS"
 _CORS_HEADERS = "Authorization, Content-Type"
@@ -102,7 +106,7 @@ class Guard:
                     "(CORS_ORIGINS)",
                 )
                 return
-        if self.read_tokens and path not in self.open_paths:
+        if self.read_tokens and path not in self.open_paths and not _dashboard(method, path):
             refusal = self._check_token(authorization, method)
             if refusal is not None:
                 await _refuse(send, *refusal)
@@ -138,6 +142,14 @@ class Guard:
                 [(b"www-authenticate", challenge + b', error="insufficient_scope"')],
             )
         return None
+
+
+def _dashboard(method: str, path: str) -> bool:
+    # Reading "/ui" and "/ui/<file>" only: "/uix" is not the dashboard. ("/ui/../stats" is no way
+    # around the token: paths are routed as written, and /ui/<file> answers files only.)
+    if method not in _READ_METHODS:
+        return False
+    return path == OPEN_PREFIX or path.startswith(OPEN_PREFIX + "/")
 
 
 def _tokens(setting: str | None) -> tuple[bytes, ...]:

@@ -94,6 +94,8 @@ class Metrics:
         )
         self._cluster = _ClusterGauges(namespace)
         registry.register(self._cluster)
+        self._limits = _LimitGauges(namespace)
+        registry.register(self._limits)
         # Labelled children are cached: ``labels()`` takes a lock and builds a key every call.
         self._children: dict[tuple[str, str, str], Any] = {}
         # trio time at which each running job started on this node, for the duration histogram.
@@ -139,6 +141,7 @@ class Metrics:
         self._stuck.set(stats.threads_stuck)
         # No checkpoint between these two lines: a concurrent scrape cannot swap the snapshot.
         self._cluster.stats = stats
+        self._limits.stats = stats
         return generate_latest(self.registry)
 
 
@@ -190,6 +193,56 @@ class _ClusterGauges:
         for event, count in sorted(cluster.totals.items()):
             totals.add_metric((event,), count)
         yield totals
+
+
+class _LimitGauges:
+    """The per-type limit gauges (``type_running``, ``type_held``, ``type_concurrency_limit``,
+    ``type_rate_limit``), from the last snapshot :meth:`Metrics.render` took: only the types
+    with limits, so a type whose limit is gone leaves no stale series. Cluster-wide on a shared
+    broker (the same on every node: do not sum across nodes)."""
+
+    def __init__(self, namespace: str) -> None:
+        self.prefix = f"{namespace}_type_"
+        self.stats: ProcessorStats | None = None
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        if stats is None or not stats.limits:
+            return
+        prefix = self.prefix
+        running = GaugeMetricFamily(
+            f"{prefix}running", "Jobs of a limited type running now", labels=("type",)
+        )
+        held = GaugeMetricFamily(
+            f"{prefix}held",
+            "Jobs of a limited type held back by its limit (pending, holding no worker)",
+            labels=("type",),
+        )
+        concurrency = GaugeMetricFamily(
+            f"{prefix}concurrency_limit",
+            "The concurrency limit of a job type (jobs running at once)",
+            labels=("type",),
+        )
+        rate = GaugeMetricFamily(
+            f"{prefix}rate_limit",
+            "The rate limit of a job type: starts allowed per period",
+            labels=("type", "period"),
+        )
+        for name, figures in stats.limits.items():
+            running.add_metric((name,), figures.running)
+            held.add_metric((name,), figures.held)
+            if figures.concurrency is not None:
+                concurrency.add_metric((name,), figures.concurrency)
+            if figures.rate is not None:
+                count, _, period = figures.rate.partition("/")
+                rate.add_metric((name, period), float(count))
+        yield running
+        yield held
+        yield concurrency
+        yield rate
 
 
 def _g(namespace: str, registry: CollectorRegistry) -> dict[str, Any]:

@@ -15,10 +15,12 @@ from .._job import JobStatus, Priority
 from .._request import MAX_NAME_LENGTH, MAX_RETRIES
 from ._input import DEFAULT_LIST_LIMIT, MAX_BATCH, MAX_LIST_LIMIT, MAX_WAIT
 from ._openapi_dead_letter import retry_paths, retry_schemas
+from ._openapi_events import event_paths
 from ._openapi_schedules import schedule_paths, schedule_schemas
 from ._openapi_schemas import REF as _REF
 from ._openapi_schemas import name_schema as _name_schema
 from ._openapi_schemas import schemas
+from ._openapi_ui import ui_paths, ui_schemas
 
 _JSON = "application/json"
 
@@ -147,6 +149,8 @@ def _document(tokens: bool, metrics_public: bool, max_body_size: int) -> dict[st
     }
     paths.update(schedule_paths(_op, _error))
     paths.update(retry_paths(_op, _error))
+    paths.update(event_paths(_op, _error))
+    paths.update(ui_paths(_op, _error))
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -157,7 +161,7 @@ def _document(tokens: bool, metrics_public: bool, max_body_size: int) -> dict[st
         },
         "paths": paths,
         "components": {
-            "schemas": {**schemas(), **schedule_schemas(), **retry_schemas()},
+            "schemas": {**schemas(), **schedule_schemas(), **retry_schemas(), **ui_schemas()},
             "responses": {},
         },
     }

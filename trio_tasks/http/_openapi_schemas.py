@@ -83,6 +83,21 @@ def schemas() -> dict[str, Any]:
                 **{name: string if name == "uptime" else integer for name in SEED_STATS},
                 "queue_wait_seconds": percentiles,
                 "run_time_seconds": percentiles,
+                "limits": {
+                    "type": "object",
+                    "description": "each job type with a concurrency or rate limit "
+                    "(cluster-wide on Redis): its limits, jobs running, jobs held back",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["concurrency", "rate", "running", "held"],
+                        "properties": {
+                            "concurrency": {"type": ["integer", "null"], "minimum": 1},
+                            "rate": {"type": ["string", "null"], "examples": ["100/m"]},
+                            "running": integer,
+                            "held": integer,
+                        },
+                    },
+                },
             },
         },
         "Workers": {

@@ -48,6 +48,8 @@ ENDPOINTS = (
     "POST /jobs/batch",
     "GET /jobs",
     "GET /jobs/{id}",
+    "GET /jobs/{id}/events",
+    "GET /events",
     "DELETE /jobs/{id}",
     "POST /jobs/{id}/retry",
     "POST /jobs/retry",
@@ -55,6 +57,9 @@ ENDPOINTS = (
     "POST /schedules/{name}/pause",
     "POST /schedules/{name}/resume",
     "GET /openapi.json",
+    "GET /stats/history",
+    "GET /ui",
+    "GET /ui/{name}",
 )
 #: Most bytes of job records in one ``GET /jobs`` answer: past it the page ends early
 #: (``"truncated": true``), so that no listing can take a node's memory or time.
