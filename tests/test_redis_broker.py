@@ -595,3 +595,32 @@ async def test_a_node_started_while_redis_is_down_comes_up_with_it(own_redis: An
             job = await p.submit("noop")
             assert (await p.wait(job.id)).status is JobStatus.COMPLETED
     assert runs == [job.id]
+
+
+async def test_a_waiter_takes_the_final_record_from_the_announcement(redis_url: str) -> None:
+    # The announcement on the done channel carries the job's final record: a waiter returns it
+    # without reading Redis again (a round trip less between a job's end and its caller).
+    with trio.fail_after(20):
+        async with (
+            running(RedisBroker(redis_url)) as waiter,
+            running(RedisBroker(redis_url)) as worker,
+        ):
+            job = new_job()
+            await waiter.enqueue([job])
+            final: list[Job] = []
+
+            async def wait() -> None:
+                final.append(await waiter.wait(job.id))
+
+            async with trio.open_nursery() as waits:
+                waits.start_soon(wait)
+                await trio.sleep(0.2)  # the waiter has read the job and asked for its end
+                delivery = await worker.fetch("w")
+
+                async def no_second_read(job_id: str) -> Any:
+                    raise AssertionError("read again instead of using the announcement")
+
+                waiter._scripts.watch = no_second_read  # type: ignore[method-assign]
+                await worker.complete(delivery, {"answer": 42})
+    assert final[0].status is JobStatus.COMPLETED
+    assert final[0].result == {"answer": 42}

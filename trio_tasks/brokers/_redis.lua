@@ -211,7 +211,8 @@ local function finalize(keys, prefix, id, key, status, now, ttl_s, failed_s, fie
   add_size(keys, id, key)
   redis.call('HINCRBY', keys[STATS], string.sub(status, 2, -2), 1)
   if redis.call('HDEL', keys[WAITERS], id) == 1 then
-    redis.call('PUBLISH', prefix .. 'done', id)
+    -- The final record travels with the announcement: the waiter needs no second read.
+    redis.call('PUBLISH', prefix .. 'done', id .. '\n' .. record_json(key))
   end
 end
 
@@ -1078,7 +1079,7 @@ local function quarantine(keys, args)
   end
   redis.call('HINCRBY', keys[STATS], 'failed', 1)
   if redis.call('HDEL', keys[WAITERS], id) == 1 then
-    redis.call('PUBLISH', prefix .. 'done', id)
+    redis.call('PUBLISH', prefix .. 'done', id .. '\n' .. record_json(key))
   end
   return 1
 end

@@ -21,7 +21,7 @@ from coredis.retry import NoRetryPolicy
 
 from .._errors import BrokerUnavailable, JobNotFound, ShuttingDown
 from .._job import Job
-from ._redis_codec import Corrupt, encode_json
+from ._redis_codec import Corrupt, decode_job_array, encode_json
 from ._redis_link import cancelled_part, is_transient
 from ._redis_node import RedisNode
 
@@ -196,14 +196,17 @@ class Background:
             raise exc
         return self.node.link.task_failed("listener", exc)
 
-    def dispatch(self, channel: str, job_id: str) -> None:
-        """Act on one pub/sub message."""
+    def dispatch(self, channel: str, message: str) -> None:
+        """Act on one pub/sub message: a job id to cancel, or an awaited job's id and its final
+        record (``id\\n[values]``, see ``finish`` in ``_redis.lua``)."""
         node = self.node
         if channel == node.keys.cancel_channel:
-            node.remember_cancel(job_id)
+            node.remember_cancel(message)
         else:
+            job_id, _, record = message.partition("\n")
             waiting = node.done.get(job_id)
             if waiting is not None:
+                waiting[2] = record or None
                 waiting[0].set()
 
     async def _watch(self, job_id: str) -> Job | None:
@@ -222,12 +225,19 @@ class Background:
         done = node.done
         waiting = done.get(job_id)
         if waiting is None:
-            waiting = done[job_id] = [trio.Event(), 0]
+            # [announced, waiters, the final record the announcement carried]
+            waiting = done[job_id] = [trio.Event(), 0, None]
         waiting[1] += 1
         job: Job | None = None
         try:
             while True:
                 event: trio.Event = waiting[0]
+                announced = waiting[2]
+                if announced is not None:
+                    # The record came with the announcement: no second round trip.
+                    found = decode_job_array(announced, job_id)
+                    if isinstance(found, Job) and found.status.is_final:
+                        return found
                 if node.link.closed:
                     status = "unfinished" if job is None else job.status.value
                     raise ShuttingDown(
