@@ -189,6 +189,16 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "p50 < 1 ms",
             lat["p50_ms"] < 1.0,
         )
+        for batch, target in ((1, 10_000), (1_000, 50_000)):
+            d = redis.get(f"enqueue_batch_{batch}")
+            if d:
+                how = "one by one (submit)" if batch == 1 else f"submit_many of {batch:,}"
+                row(
+                    f"Redis: enqueue {d['jobs']:,} jobs {how}, no worker",
+                    f"{d['jobs_per_s']:,.0f} jobs/s",
+                    f">= {target:,} jobs/s",
+                    d["jobs_per_s"] >= target,
+                )
         for key, label in (
             ("noop", "no-op jobs, 10 workers"),
             ("sleep", "10 ms jobs, 100 workers"),

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -333,6 +334,28 @@ async def _produce(
         await trio.sleep_forever()
 
 
+async def _enqueue(url: str, jobs: int, batch: int) -> dict[str, Any]:
+    """A producer (``workers=0``, every default) queues ``jobs`` jobs into a namespace of its
+    own, one call per ``batch`` jobs (``processor.submit`` when ``batch`` is 1, else
+    ``submit_many``)."""
+    registry = trio_tasks.TaskRegistry()
+    registry.register("noop", _unused)
+    broker = f"{url}?namespace=enqueue-{uuid.uuid4().hex[:8]}"
+    async with trio_tasks.open_processor(registry, broker=broker, workers=0) as producer:
+        await producer.submit("noop")  # connected, library loaded
+        request = JobRequest(type="noop")
+        started = time.perf_counter()
+        if batch == 1:
+            for _ in range(jobs):
+                await producer.submit("noop")
+        else:
+            for _ in range(jobs // batch):
+                await producer.submit_many([request] * batch)
+        elapsed = time.perf_counter() - started
+        producer.shutdown(grace=0)
+    return {"jobs": jobs, "batch": batch, "jobs_per_s": jobs / elapsed}
+
+
 async def _unused(ctx: trio_tasks.JobContext) -> None:
     raise AssertionError("the producer runs no jobs")
 
@@ -364,6 +387,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         with _redis_server() as port:
             url = f"redis://127.0.0.1:{port}/0"
             results["latency"] = trio.run(_latency, url, 300 if quick else 1000)
+            for batch, jobs in ((1, 5_000), (1_000, 50_000)):
+                results[f"enqueue_batch_{batch}"] = _median(repeat, _enqueue, url, jobs, batch)
             for job_type, jobs, workers in (("noop", 5_000, 10), ("sleep", 2_000, 100)):
                 for processes in (1, 2, 4):
                     results[f"{job_type}_{processes}p"] = _median(

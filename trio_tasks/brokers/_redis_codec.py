@@ -12,6 +12,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import orjson
+
 from .._job import RECORD_FIELDS, Job, JobStatus, job_from_record, job_to_record
 from .._stats import NodeView, WorkerStats
 
@@ -26,12 +28,28 @@ class Corrupt(NamedTuple):
     problem: str
 
 
+#: The fields that hold a caller's data: encoded by the standard library, which keeps a float
+#: NaN or infinity as it came (orjson would write null).
+_USER_FIELDS = frozenset({"payload", "result", "progress"})
+
+
 def encode_job(job: Job) -> list[str]:
-    """The job's hash as a flat ``[field, value, ...]`` list, each value JSON-encoded."""
+    """The job's hash as a flat ``[field, value, ...]`` list, each value JSON-encoded.
+
+    The broker's own fields go through orjson (a third of the cost of a job's encoding: one
+    encoder call per field added up to ~25 µs per submitted job); what orjson refuses (a lone
+    surrogate in an error message, an integer beyond 64 bits) falls back to the standard
+    encoder. Both write the same digits for every float."""
     flat: list[str] = []
     for name, value in job_to_record(job).items():
         flat.append(name)
-        flat.append(_dumps(value))
+        if name in _USER_FIELDS:
+            flat.append(_dumps(value))
+            continue
+        try:
+            flat.append(orjson.dumps(value).decode())
+        except TypeError:
+            flat.append(_dumps(value))
     return flat
 
 
