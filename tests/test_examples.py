@@ -86,3 +86,15 @@ def test_follow_job_example_prints_the_events_of_a_job() -> None:
     # The job may have run before the stream opened: its first state is then already final.
     assert lines[1].startswith("state ")
     assert lines[-2:] == ["state completed (attempt 1 of 1)", "end completed"]
+
+
+def test_the_in_process_follow_example_sees_every_state_and_progress() -> None:
+    assert _run("follow_in_process.py") == [
+        "state pending",
+        "state running",
+        "progress 33%",
+        "progress 67%",
+        "progress 100%",
+        "state completed",
+        "result {'rows': 3}",
+    ]

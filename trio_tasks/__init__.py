@@ -24,6 +24,9 @@ from ._errors import Retry as Retry
 from ._errors import ShuttingDown as ShuttingDown
 from ._errors import TrioTasksError as TrioTasksError
 from ._errors import UnknownJobType as UnknownJobType
+from ._events import EventHub as EventHub
+from ._events import JobEvent as JobEvent
+from ._events import Subscription as Subscription
 from ._isolation import ProcessContext as ProcessContext
 from ._job import Job as Job
 from ._job import JobError as JobError
@@ -56,11 +59,13 @@ __all__ = [
     "BrokerUnavailable",
     "ClusterView",
     "Config",
+    "EventHub",
     "InvalidValue",
     "Job",
     "JobAlreadyFinished",
     "JobContext",
     "JobError",
+    "JobEvent",
     "JobNotFound",
     "JobNotRetryable",
     "JobRequest",
@@ -77,6 +82,7 @@ __all__ = [
     "RedisBroker",
     "Retry",
     "ShuttingDown",
+    "Subscription",
     "TaskRegistry",
     "TaskSpec",
     "TrioTasksError",
