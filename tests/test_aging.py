@@ -11,16 +11,15 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 import trio.testing
+from test_redis_broker import running
 
 import trio_tasks
 from trio_tasks import JobContext, Priority, TaskRegistry
-from trio_tasks._clock import WallClock
 from trio_tasks._config import Config, build_config
 from trio_tasks._errors import InvalidValue
 from trio_tasks._job import Job
 from trio_tasks._limits import DispatchRules, effective_priority
 from trio_tasks._request import new_job_id
-from trio_tasks._stats import WorkerStats
 
 
 def test_effective_priority_climbs_one_level_per_period_up_to_urgent() -> None:
@@ -118,28 +117,12 @@ async def test_aging_keeps_fifo_within_one_level(autojump_clock: trio.testing.Mo
 # -- Redis --------------------------------------------------------------------------------------
 
 
-class _Host:
-    def __init__(self) -> None:
-        self.clock = WallClock()
-
-    def on_cancel(self, job_id: str) -> None:
-        pass
-
-    def workers(self) -> tuple[WorkerStats, ...]:
-        return ()
-
-    def counters(self) -> dict[str, int]:
-        return {}
-
-
 @asynccontextmanager
 async def _redis_broker(url: str, aging: float) -> AsyncIterator[trio_tasks.RedisBroker]:
     broker = trio_tasks.RedisBroker(url, retry_cap=0.2)
     broker.set_dispatch(DispatchRules(aging=aging))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(broker.run, _Host())
+    async with running(broker):
         yield broker
-        nursery.cancel_scope.cancel()
 
 
 def _job(name: str, priority: Priority, waited: float) -> Job:

@@ -5,58 +5,21 @@ the limits written by the nodes show in every node's figures."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import coredis
 import pytest
 import trio
+from test_redis_broker import node, running
 
-import trio_tasks
 from trio_tasks import JobContext, JobStatus, Priority, TaskRegistry
-from trio_tasks._clock import WallClock
 from trio_tasks._job import Job
 from trio_tasks._limits import DispatchRules, LimitFigures, Rate, TypeLimit
 from trio_tasks._request import new_job_id
-from trio_tasks._stats import WorkerStats
 from trio_tasks.brokers._redis import RedisBroker
 from trio_tasks.brokers._redis_link import parse_redis_url
 
 pytestmark = pytest.mark.redis
-
-
-@asynccontextmanager
-async def node(
-    registry: TaskRegistry, url: str, *, workers: int, **options: Any
-) -> AsyncIterator[trio_tasks.Processor]:
-    broker = RedisBroker(url, max_concurrency=10_000, retry_cap=0.2, **options)
-    async with trio_tasks.open_processor(
-        registry, broker=broker, workers=workers, retry_delay=0, shutdown_timeout=5
-    ) as processor:
-        yield processor
-
-
-class _Host:
-    def __init__(self) -> None:
-        self.clock = WallClock()
-
-    def on_cancel(self, job_id: str) -> None:
-        pass
-
-    def workers(self) -> tuple[WorkerStats, ...]:
-        return ()
-
-    def counters(self) -> dict[str, int]:
-        return {}
-
-
-@asynccontextmanager
-async def running(broker: RedisBroker) -> AsyncIterator[RedisBroker]:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(broker.run, _Host())
-        yield broker
-        nursery.cancel_scope.cancel()
 
 
 async def until(predicate: Any) -> None:
