@@ -17,8 +17,8 @@ A dropped client that does not read at all would leave its response stuck in a `
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -31,6 +31,9 @@ from .._job import Job, JobStatus, Priority
 from .._request import valid_name
 from ._input import params
 from ._state import ApiState
+
+_T = TypeVar("_T")
+_NO_EVENTS: list[JobEvent] = []
 
 events = Blueprint("trio_tasks_events", __name__)
 
@@ -140,37 +143,23 @@ class _Stopped(Exception):
     """The server is stopping: the stream ends."""
 
 
-async def _wait(state: ApiState, subscription: Subscription, seconds: float) -> list[JobEvent]:
-    """The next events, ``[]`` after ``seconds`` without any.
+async def _wait(
+    state: ApiState, receive: Callable[[], Awaitable[_T]], seconds: float, nothing: _T
+) -> _T:
+    """What ``receive()`` (a subscription's ``next_batch`` or ``next_chunk``) brings next,
+    ``nothing`` after ``seconds`` without any.
 
     Raises:
         _Stopped: the server stops, or the subscription ended (dropped, or the node stopped).
     """
     with state.waiting(max(seconds, 0.0)) as scope:
-        batch = await subscription.next_batch()
-        if not batch:
+        received = await receive()
+        if not received:
             raise _Stopped()
-        return batch
+        return received
     if trio.current_time() < scope.deadline:
         raise _Stopped()  # cancelled before its time: stop_waiting()
-    return []
-
-
-async def _wait_chunk(state: ApiState, subscription: Subscription, seconds: float) -> bytes:
-    """The frames of the next tick of events (see :class:`~trio_tasks._events.EventHub`),
-    ``b""`` after ``seconds`` without any.
-
-    Raises:
-        _Stopped: the server stops, or the subscription ended (dropped, or the node stopped).
-    """
-    with state.waiting(max(seconds, 0.0)) as scope:
-        chunk = await subscription.next_chunk()
-        if not chunk:
-            raise _Stopped()
-        return chunk
-    if trio.current_time() < scope.deadline:
-        raise _Stopped()  # cancelled before its time: stop_waiting()
-    return b""
+    return nothing
 
 
 async def _all_frames(
@@ -180,7 +169,7 @@ async def _all_frames(
         yield frame("hello", dumps({"node": state.node_id}))
         while True:
             try:
-                chunk = await _wait_chunk(state, subscription, settings.keep_alive)
+                chunk = await _wait(state, subscription.next_chunk, settings.keep_alive, b"")
             except _Stopped:
                 break
             # One text per tick, the same object for every reader with these filters.
@@ -216,7 +205,9 @@ class _JobStream:
             while True:
                 due = min(looked_at + settings.recheck, sent_at + settings.keep_alive)
                 try:
-                    batch = await _wait(self.state, subscription, due - trio.current_time())
+                    batch = await _wait(
+                        self.state, subscription.next_batch, due - trio.current_time(), _NO_EVENTS
+                    )
                 except _Stopped:
                     break
                 now = trio.current_time()
