@@ -43,7 +43,7 @@ from trio_tasks.brokers._redis import RedisBroker
 from trio_tasks.brokers._redis_client import make_client
 
 from ._inprocess import measure_latency
-from ._servers import ROOT, free_port, stop_processes
+from ._servers import ROOT, free_port, redis_server, stop_processes
 
 #: Jobs per producer batch (one FCALL each).
 _SUBMIT_BATCH = 500
@@ -65,56 +65,9 @@ return {tostring(first), tostring(last)}
 
 
 @contextmanager
-def _redis_server(*extra: str, port: int | None = None) -> Iterator[int]:
-    """A throw-away ``redis-server`` (no persistence) with ``extra`` options; yields its port."""
-    binary = shutil.which("redis-server")
-    assert binary is not None
-    port = port or free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-redis-") as directory:
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--repl-diskless-sync-delay",
-                "0",
-                "--dir",
-                directory,
-                "--logfile",
-                str(Path(directory) / "redis.log"),
-                *extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            trio.run(_wait_ready, port)
-            yield port
-        finally:
-            stop_processes([process], timeout=10)
-
-
-async def _wait_ready(port: int) -> None:
-    with trio.fail_after(10):
-        while True:
-            try:
-                async with coredis.Redis("127.0.0.1", port, decode_responses=True) as client:
-                    await client.ping()
-                    return
-            except (coredis.exceptions.ConnectionError, OSError):
-                await trio.sleep(0.05)
-
-
-@contextmanager
 def _replicated() -> Iterator[int]:
     """A master with one replica in sync; yields the master's port."""
-    with _redis_server() as master, _redis_server("--replicaof", "127.0.0.1", str(master)) as rep:
+    with redis_server() as master, redis_server("--replicaof", "127.0.0.1", str(master)) as rep:
         trio.run(_wait_synced, rep)
         yield master
 
@@ -141,7 +94,7 @@ def _cluster(masters: int) -> Iterator[list[int]]:
     with ExitStack() as stack:
         ports = [
             stack.enter_context(
-                _redis_server(
+                redis_server(
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
@@ -384,7 +337,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as logs:
         log = Path(logs) / "workers.log"
-        with _redis_server() as port:
+        with redis_server() as port:
             url = f"redis://127.0.0.1:{port}/0"
             results["latency"] = trio.run(_latency, url, 300 if quick else 1000)
             for batch, jobs in ((1, 5_000), (1_000, 50_000)):

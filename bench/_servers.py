@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,3 +81,57 @@ def serve_env(port: int, **extra: str) -> dict[str, str]:
         "TASKS_APP": "bench.app:tasks",
         **extra,
     }
+
+
+@contextmanager
+def redis_server(*extra: str, port: int | None = None) -> Iterator[int]:
+    """A throw-away ``redis-server`` on 127.0.0.1 (no persistence) with ``extra`` options;
+    yields its port once it answers ``PING``. Standard library only: ``bench.peers`` runs it
+    in a virtualenv of its own."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    port = port or free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as directory:
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--repl-diskless-sync-delay",
+                "0",
+                "--dir",
+                directory,
+                "--logfile",
+                str(Path(directory) / "redis.log"),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_pong(port, process)
+            yield port
+        finally:
+            stop_processes([process], timeout=10)
+
+
+def _wait_pong(port: int, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+                if sock.recv(64).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server did not start on port {port}")
+        time.sleep(0.02)

@@ -1,26 +1,16 @@
 """The harness's private ``redis-server`` and a tiny blocking RESP client (stdlib only).
 
-Copied in spirit from ``tests/redis_server.py`` (the benchmark does not import the tests).
+The server itself is :func:`bench._servers.redis_server`, shared with ``python -m bench``.
 """
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
+from .._servers import redis_server
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["command", "cpu_seconds", "info", "redis_server", "version"]
 
 
 def command(port: int, *args: str, timeout: float = 10.0) -> Any:
@@ -63,51 +53,3 @@ def cpu_seconds(port: int) -> float:
 def version(port: int) -> str:
     """The server's version."""
     return info(port, "server")["redis_version"]
-
-
-@contextmanager
-def redis_server() -> Iterator[int]:
-    """A throw-away ``redis-server`` on a free port (no persistence); yields the port."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-peers-redis-") as directory:
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                directory,
-                "--logfile",
-                str(Path(directory) / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    if command(port, "PING", timeout=0.5) == "PONG":
-                        break
-                except OSError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {port}")
-                time.sleep(0.02)
-            yield port
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
