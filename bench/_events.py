@@ -6,7 +6,10 @@ process; the jobs completed per second come from ``GET /stats``. The SSE clients
 process of their own (``python -m bench._events clients …``): raw Trio sockets that read
 everything and count what they got (a dropped client would lighten the server's load: the run
 reports drops). Runs with and without clients are interleaved, ``ROUNDS`` times; the figures
-are medians. A second measure has 100 clients follow one job each (``GET /jobs/{id}/events``).
+are medians. The clients ask for ``deflate`` as browsers do (one of them decodes everything;
+the others only read, as a remote client's work is not this machine's); other measures have one
+such client, 100 that take no compression, and 100 that follow one job each
+(``GET /jobs/{id}/events``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from typing import Any
 
+import h11
 import trio
 
 from ._load import build_request, run_load
@@ -63,9 +68,9 @@ def _throughput(port: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def _start_clients(port: int, paths: list[str]) -> subprocess.Popen[str]:
+def _start_clients(port: int, paths: list[str], encoding: str = "deflate") -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench._events", "clients", str(port), *paths],
+        [sys.executable, "-m", "bench._events", "clients", str(port), encoding, *paths],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -97,86 +102,132 @@ def _submit_followed(port: int, count: int) -> list[str]:
         return [item["job_id"] for item in json.loads(answer.read())["jobs"]]
 
 
+#: The measures with clients: (key, number of clients, path kind, Accept-Encoding).
+MEASURES = (
+    ("events", CLIENTS, "all", "deflate"),
+    ("events_one", 1, "all", "deflate"),
+    ("events_plain", CLIENTS, "all", "identity"),
+    ("job_events", CLIENTS, "job", "deflate"),
+)
+
+
 def run(quick: bool = False) -> dict[str, Any]:
-    """Throughput with 0 and with :data:`CLIENTS` clients on ``GET /events`` (and on one job's
-    stream each), interleaved, medians of :data:`ROUNDS`."""
+    """Throughput with no client, then with each of :data:`MEASURES`: :data:`CLIENTS` clients
+    on ``GET /events`` asking for deflate as browsers do, one such client (what every job's
+    events cost whatever the number of readers), :data:`CLIENTS` clients that take no
+    compression, and :data:`CLIENTS` clients on one job's stream each; interleaved, medians of
+    :data:`ROUNDS`."""
     rounds = 1 if quick else ROUNDS
     window = 2.0 if quick else WINDOW
     port = free_port()
-    samples: dict[str, list[dict[str, Any]]] = {"none": [], "events": [], "job_events": []}
-    clients: list[dict[str, Any]] = []
+    samples: dict[str, list[dict[str, Any]]] = {"none": [], **{m[0]: [] for m in MEASURES}}
+    clients: dict[str, list[dict[str, Any]]] = {m[0]: [] for m in MEASURES}
     with running(serve_argv(), port, serve_env(port)):
         _throughput(port, 1.0)  # warm-up
         followed = [f"/jobs/{job_id}/events" for job_id in _submit_followed(port, CLIENTS)]
         for _ in range(rounds):
             samples["none"].append(_throughput(port, window))
-            sse = _start_clients(port, ["/events"] * CLIENTS)
-            try:
-                samples["events"].append(_throughput(port, window))
-            finally:
-                clients.append(_stop_clients(sse))
-            sse = _start_clients(port, followed)
-            try:
-                samples["job_events"].append(_throughput(port, window))
-            finally:
-                _stop_clients(sse)
+            for key, count, kind, encoding in MEASURES:
+                paths = followed[:count] if kind == "job" else ["/events"] * count
+                sse = _start_clients(port, paths, encoding)
+                try:
+                    samples[key].append(_throughput(port, window))
+                finally:
+                    clients[key].append(_stop_clients(sse))
     results: dict[str, Any] = {
         key: statistics.median(s["jobs_per_s"] for s in runs) for key, runs in samples.items()
     }
-    results["events_ratio"] = statistics.median(
-        e["jobs_per_s"] / n["jobs_per_s"]
-        for e, n in zip(samples["events"], samples["none"], strict=True)
-    )
-    results["job_events_ratio"] = statistics.median(
-        e["jobs_per_s"] / n["jobs_per_s"]
-        for e, n in zip(samples["job_events"], samples["none"], strict=True)
+    for key, *_ in MEASURES:
+        results[f"{key}_ratio"] = statistics.median(
+            e["jobs_per_s"] / n["jobs_per_s"]
+            for e, n in zip(samples[key], samples["none"], strict=True)
+        )
+        # What the server sent all the clients together per second (on the wire, and the
+        # text before compression as one client saw it), and any drop.
+        results[f"{key}_sent_mb_per_s"] = statistics.median(
+            c["bytes"] / c["seconds"] / 1e6 for c in clients[key]
+        )
+        results[f"{key}_dropped"] = sum(c["dropped"] for c in clients[key])
+    results["events_text_mb_per_s"] = statistics.median(
+        c["text_bytes"] / c["seconds"] / 1e6 for c in clients["events"]
     )
     results["clients"] = CLIENTS
     results["rounds"] = rounds
     results["samples"] = samples
-    # What the server sent every client of /events together, per second, and any drop.
-    results["sent_mb_per_s"] = statistics.median(c["bytes"] / c["seconds"] / 1e6 for c in clients)
-    results["dropped"] = sum(c["dropped"] for c in clients)
     return results
 
 
 # -- the clients' process ------------------------------------------------------------------
 
 
-async def _follow(port: int, path: str, totals: dict[str, int], ready: trio.Event) -> None:
+async def _follow(
+    port: int,
+    path: str,
+    totals: dict[str, int],
+    ready: trio.Event,
+    encoding: str,
+    decode: bool,
+) -> None:
+    """Follow ``path`` asking for ``encoding`` (``deflate``, as browsers do, or ``identity``)
+    and count the bytes received. With ``decode`` (one client of all) also undo the chunked
+    transfer coding (h11) and the compression, and count the events: the stream must be valid.
+    The others only read, as a remote client's cost is not this machine's. A stream that ends
+    before the run does was dropped."""
+    connection = h11.Connection(h11.CLIENT)
+    headers = [("Host", "127.0.0.1"), ("Accept", "text/event-stream")]
+    headers.append(("Accept-Encoding", encoding))
+    request = h11.Request(method="GET", target=path, headers=headers)
     stream = await trio.open_tcp_stream("127.0.0.1", port)
+    decompressor: Any = None
     async with stream:
-        await stream.send_all(
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = await stream.receive_some(65536)
+        await stream.send_all(connection.send(request) + connection.send(h11.EndOfMessage()))  # type: ignore[operator]
+        while True:
+            chunk = await stream.receive_some(1 << 20)
+            if totals["counting"]:
+                totals["bytes"] += len(chunk)
             if not chunk:
+                totals["dropped"] += totals["counting"]
                 return
-            head += chunk
-        totals["connected"] += 1
-        if totals["connected"] == totals["wanted"]:
-            ready.set()
-        tail = b""
-        while chunk := await stream.receive_some(1 << 20):
-            totals["bytes"] += len(chunk)
-            # Chunked transfer encoding splits nothing we look for often: a look at the seam.
-            if b"event: dropped" in tail + chunk[:32] or b"event: dropped" in chunk:
-                totals["dropped"] += 1
-            tail = chunk[-32:]
+            if connection.their_state is h11.SEND_RESPONSE or decode:
+                connection.receive_data(chunk)
+                while (event := connection.next_event()) is not h11.NEED_DATA:
+                    if isinstance(event, h11.Response):
+                        coding = dict(event.headers).get(b"content-encoding", b"")
+                        decompressor = zlib.decompressobj() if coding == b"deflate" else None
+                        totals["connected"] += 1
+                        if totals["connected"] == totals["wanted"]:
+                            ready.set()
+                        if not decode:
+                            break
+                    elif isinstance(event, h11.Data):
+                        text = bytes(event.data)
+                        if decompressor is not None:
+                            text = decompressor.decompress(text)
+                        if totals["counting"]:
+                            totals["text_bytes"] += len(text)
+                            totals["events"] += text.count(b"\n\n")
+                    elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                        break
 
 
-async def _clients(port: int, paths: list[str]) -> None:
-    totals = {"bytes": 0, "dropped": 0, "connected": 0, "wanted": len(paths)}
+async def _clients(port: int, encoding: str, paths: list[str]) -> None:
+    totals = {
+        "bytes": 0,
+        "text_bytes": 0,
+        "dropped": 0,
+        "connected": 0,
+        "wanted": len(paths),
+        "counting": 0,
+        "events": 0,
+    }
     ready = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            for path in paths:
-                nursery.start_soon(_follow, port, path, totals, ready)
+            for number, path in enumerate(paths):
+                nursery.start_soon(_follow, port, path, totals, ready, encoding, number == 0)
             await ready.wait()
             started = time.perf_counter()
-            totals["bytes"] = 0
+            totals["counting"] = 1
             print("ready", flush=True)
             async for _ in signals:
                 break
@@ -186,4 +237,4 @@ async def _clients(port: int, paths: list[str]) -> None:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["clients"]:
-    trio.run(_clients, int(sys.argv[2]), sys.argv[3:])
+    trio.run(_clients, int(sys.argv[2]), sys.argv[3], sys.argv[4:])

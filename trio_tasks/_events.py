@@ -8,14 +8,17 @@ it (a reader of every job, one whose filters it passes, a reader of its job, the
 as the frame the streams send.
 
 The readers of every job's events (``GET /events``) read one shared, bounded log, and read it
-by *ticks*: the first event after a quiet spell opens a tick of :data:`TICK` seconds, and its
-readers wake once at its end and take every event of it at once, as one chunk of text that the
-hub builds once for all the readers with the same filters (readers without filters included):
-a reader costs a wake-up and a send per tick whatever the job rate, and an event costs the same
-with one reader or a hundred. A reader of one job's events (``GET /jobs/{id}/events``) has a
-small buffer of its own and wakes at each of its job's events (they are few; a progress bar
-moves at once). When a reader falls behind by more than the log (or its buffer) holds it is
-*dropped* (it ends, its stream says so); a worker never waits for a client.
+by *ticks*: the first event after a quiet spell opens a tick, and its readers wake once at its
+end and take every event of it at once, as one chunk of text that the hub builds once for all
+the readers with the same filters (readers without filters included): a reader costs a wake-up
+and a send per tick whatever the job rate, and an event costs the same with one reader or a
+hundred. A tick lasts :data:`TICK` seconds, longer with many readers (:data:`TICK_PER_READER`
+each, :data:`MAX_TICK` at most), so that what the readers cost the node stays bounded: a
+hundred dashboards see changes every quarter second instead of every twentieth. A reader of one
+job's events (``GET /jobs/{id}/events``) has a small buffer of its own and wakes at each of its
+job's events (they are few; a progress bar moves at once). When a reader falls behind by more
+than the log (or its buffer) holds it is *dropped* (it ends, its stream says so); a worker never
+waits for a client.
 
 On a shared broker (Redis) a *relay* carries this node's events to the other nodes and theirs to
 this hub (:mod:`trio_tasks.brokers._redis_events`).
@@ -54,11 +57,18 @@ _FINAL = frozenset(s.value for s in JobStatus if s.is_final)
 #: Seconds the events of every job are gathered before their readers wake: a dashboard does
 #: not see 50 ms, and a reader then costs one wake-up and one send per tick, not per event.
 TICK = 0.05
+#: Seconds a tick lasts per reader of every job, when that is longer than :data:`TICK`: a
+#: send costs the node ~60 µs (the HTTP server's layers and the socket), so readers times ticks
+#: per second is what they cost; 2.5 ms each keeps it near 2% of a core up to :data:`MAX_TICK`.
+TICK_PER_READER = 0.0025
+#: The longest tick (reached at 100 readers).
+MAX_TICK = 0.25
 #: Events a subscription may hold before its reader is dropped, and their bytes. An event is
 #: encoded once and shared by every subscription holding it: a hundred readers lagging behind
-#: the same events hold their bytes once. A batch submission (up to 1000 jobs) must fit.
-MAX_EVENTS = 10_000
-MAX_BYTES = 8 * 1_048_576
+#: the same events hold their bytes once. A batch submission (up to 1000 jobs) must fit, and so
+#: must two of the longest ticks at 50,000 events a second.
+MAX_EVENTS = 30_000
+MAX_BYTES = 16 * 1_048_576
 
 
 class JobEvent(NamedTuple):
@@ -303,7 +313,8 @@ class EventHub:
     ``listeners`` is the processor's listener list: the hub adds itself to it while it has
     subscriptions or a relay that publishes, and takes itself out when it has neither.
     ``max_events`` and ``max_bytes`` bound the shared log (how far a reader of every job may
-    fall behind) and the queue of each reader of one job; ``tick`` is :data:`TICK`.
+    fall behind) and the queue of each reader of one job; ``tick`` is :data:`TICK` (the shortest
+    tick, see :meth:`tick_length`).
 
     All methods must be called from the processor's Trio thread.
     """
@@ -436,6 +447,11 @@ class EventHub:
 
     # -- ticks -----------------------------------------------------------------------------
 
+    def tick_length(self) -> float:
+        """Seconds the next tick lasts: :attr:`tick`, or :data:`TICK_PER_READER` per reader of
+        every job when longer, :data:`MAX_TICK` at most."""
+        return max(self.tick, min(MAX_TICK, len(self._all) * TICK_PER_READER))
+
     def sealed(self, cursor: int, *, final: bool = False) -> bool:
         """Whether events from ``cursor`` on may be read now: some belong to a tick that has
         ended (the open one ends here if its time has come, or if ``final``)."""
@@ -549,18 +565,21 @@ class EventHub:
 
     def _deliver(self, event: JobEvent, shared: bool) -> None:
         # ``shared``: some reader of every job takes it (it goes to the shared log).
-        if shared and (event.kind != STATE or self._newest(event)):
+        # Only another node's event can arrive late (this node's come in order): with no relay
+        # there is no order to check.
+        relay = self._relay is not None
+        if shared and (event.kind != STATE or not relay or self._newest(event)):
             events = self._events
             events.append(event)
             self._bytes += len(event.text)
             if not self._open:
                 # The first event of a tick: its readers wake at its end.
                 self._open = True
-                self.due = trio.current_time() + self.tick
+                self.due = trio.current_time() + self.tick_length()
                 self.lot.unpark_all()
             if len(events) >= self._check_at or self._bytes > self.max_bytes:
                 self._trim()
-        elif event.kind == STATE and self._relay is not None:
+        elif event.kind == STATE and relay:
             self._newest(event)  # still the latest state seen of its job
         if self._by_job:
             for subscription in self._by_job.get(event.job_id, ()):

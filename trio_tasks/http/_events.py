@@ -29,6 +29,7 @@ from .._event_json import dumps
 from .._events import STATE, JobEvent, Subscription, state_event
 from .._job import Job, JobStatus, Priority
 from .._request import valid_name
+from ._deflate import DeflateWriter, SharedPacker, accepts_deflate, pack
 from ._input import params
 from ._state import ApiState
 
@@ -54,16 +55,22 @@ _SCOPE_KEY = "trio_tasks.stream_scope"
 
 CONTENT_TYPE = "text/event-stream; charset=utf-8"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+#: ``GET /events`` answers depend on ``Accept-Encoding``.
+PLAIN_HEADERS = {**HEADERS, "Vary": "Accept-Encoding"}
+DEFLATE_HEADERS = {**PLAIN_HEADERS, "Content-Encoding": "deflate"}
 KEEP_ALIVE_FRAME = b": keep-alive\n\n"
 DROPPED_FRAME = b'event: dropped\ndata: {"reason":"client too slow"}\n\n'
+_KEEP_ALIVE_PACKED = pack(KEEP_ALIVE_FRAME)
 
 
 @attrs.define
 class StreamSettings:
-    """The timing of the streams of one app (tests shorten them)."""
+    """The timing of the streams of one app (tests shorten them), and the packer that
+    compresses each tick's text once for all the app's compressed streams."""
 
     keep_alive: float = KEEP_ALIVE
     recheck: float = RECHECK
+    packer: SharedPacker = attrs.field(factory=SharedPacker)
 
 
 def frame(name: str, data: bytes) -> bytes:
@@ -120,14 +127,19 @@ async def all_events() -> Response:
         priority=None if priority is None else str(Priority.parse(priority)),
     )
     await trio.lowlevel.checkpoint()
-    return _respond(_all_frames(state, _settings(), subscription), subscription)
+    # Compressed when the client takes it (browsers do): see _deflate.
+    deflate = accepts_deflate(request.headers.get("Accept-Encoding", ""))
+    body = _all_frames(state, _settings(), subscription, deflate)
+    return _respond(body, subscription, DEFLATE_HEADERS if deflate else PLAIN_HEADERS)
 
 
-def _respond(body: AsyncIterator[bytes], subscription: Subscription) -> Response:
+def _respond(
+    body: AsyncIterator[bytes], subscription: Subscription, headers: dict[str, str] = HEADERS
+) -> Response:
     scope: Any = request.scope.get(_SCOPE_KEY)
     if scope is not None:
         subscription.on_drop = _cut_after_grace(scope)
-    response = Response(body, 200, HEADERS, content_type=CONTENT_TYPE)
+    response = Response(body, 200, headers, content_type=CONTENT_TYPE)
     response.timeout = None  # a stream has no time limit
     return response
 
@@ -163,19 +175,28 @@ async def _wait(
 
 
 async def _all_frames(
-    state: ApiState, settings: StreamSettings, subscription: Subscription
+    state: ApiState, settings: StreamSettings, subscription: Subscription, deflate: bool
 ) -> AsyncIterator[bytes]:
+    writer = DeflateWriter() if deflate else None
     try:
-        yield frame("hello", dumps({"node": state.node_id}))
+        hello = frame("hello", dumps({"node": state.node_id}))
+        yield hello if writer is None else writer.write(pack(hello))
+        packer = settings.packer
         while True:
             try:
                 chunk = await _wait(state, subscription.next_chunk, settings.keep_alive, b"")
             except _Stopped:
                 break
-            # One text per tick, the same object for every reader with these filters.
-            yield chunk or KEEP_ALIVE_FRAME
+            # One text per tick, the same object for every reader with these filters (and
+            # compressed once for all of them).
+            if writer is None:
+                yield chunk or KEEP_ALIVE_FRAME
+            else:
+                yield writer.write(packer.pack(chunk) if chunk else _KEEP_ALIVE_PACKED)
         if subscription.dropped:
-            yield DROPPED_FRAME
+            yield DROPPED_FRAME if writer is None else writer.write(pack(DROPPED_FRAME))
+        if writer is not None:
+            yield writer.end()
     finally:
         subscription.close()
 
