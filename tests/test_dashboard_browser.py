@@ -142,7 +142,18 @@ def step(job_id: str, number: int) -> None:
 
 
 def test_a_submitted_job_appears_at_once_and_its_progress_moves(server: str, page: Page) -> None:
+    encodings: list[str | None] = []
+    page.on(
+        "response",
+        lambda r: (
+            encodings.append(r.headers.get("content-encoding"))
+            if r.url.endswith("/events")
+            else None
+        ),
+    )
     open_live(page, server, "#/jobs")
+    # The browser takes the stream compressed (and the page works from it).
+    assert encodings == ["deflate"]
     job_id = submit(server, type="steps", payload={"steps": 4, "gated": True})
     row = page.locator(f'#jobs tr[data-job="{job_id}"]')
     expect(row).to_be_visible(timeout=PROMPT)
