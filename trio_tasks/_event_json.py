@@ -23,9 +23,10 @@ from ._job import JOB_FIELDS, Job, JobStatus, Priority, format_time
 # more than 64 bits, a non-string key it cannot convert).
 _encode_json = json.JSONEncoder(separators=(",", ":"), default=str).encode
 # Datetimes and dataclasses to `default` (str) as the HTTP answers' encoder does.
-_OPTIONS = (
-    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-)
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+# Keys that are not strings, converted as the HTTP answers' encoder does: only for the rare value
+# that has them, as checking every key costs a third of orjson's time.
+_OPTIONS_ANY_KEYS = _OPTIONS | orjson.OPT_NON_STR_KEYS
 _PRIORITY = {priority: str(priority) for priority in Priority}
 _STATUS = {status: status.value for status in JobStatus}
 #: The order of the keys of :func:`job_record` (checked against ``JOB_FIELDS`` by the tests).
@@ -36,6 +37,10 @@ def dumps(value: Any) -> bytes:
     """``value`` as compact JSON (UTF-8)."""
     try:
         return orjson.dumps(value, default=str, option=_OPTIONS)
+    except (orjson.JSONEncodeError, TypeError):
+        pass
+    try:
+        return orjson.dumps(value, default=str, option=_OPTIONS_ANY_KEYS)
     except (orjson.JSONEncodeError, TypeError):
         return _encode_json(value).encode()
 
@@ -52,20 +57,29 @@ def status_name(status: JobStatus) -> str:
 
 def job_record(job: Job) -> dict[str, Any]:
     """:func:`~trio_tasks._job.job_to_json` of ``job``, built directly."""
+    return _record(job, _PRIORITY[job.priority], _STATUS[job.status])
+
+
+def _record(job: Job, priority: str, status: str) -> dict[str, Any]:
+    # Timestamps through the cache first: a job's three events share most of them.
     error = job.error
+    created, run, started, completed = job.created_at, job.run_at, job.started_at, job.completed_at
+    times = _TIMES
     return {
         "id": job.id,
         "type": job.type,
-        "priority": _PRIORITY[job.priority],
+        "priority": priority,
         "payload": job.payload,
-        "status": _STATUS[job.status],
+        "status": status,
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
         "timeout": job.timeout,
-        "created_at": fast_time(job.created_at),
-        "run_at": fast_time(job.run_at),
-        "started_at": fast_time(job.started_at),
-        "completed_at": fast_time(job.completed_at),
+        "created_at": times.get(created) or fast_time(created),
+        "run_at": None if run is None else times.get(run) or fast_time(run),
+        "started_at": None if started is None else times.get(started) or fast_time(started),
+        "completed_at": (
+            None if completed is None else times.get(completed) or fast_time(completed)
+        ),
         "worker_id": job.worker_id,
         "result": job.result,
         "error": None if error is None else {"message": error.message, "type": error.type},
@@ -78,6 +92,13 @@ def job_record(job: Job) -> dict[str, Any]:
 def job_json_bytes(job: Job) -> bytes:
     """``job``'s JSON, as ``GET /jobs/{id}`` answers it (UTF-8)."""
     return dumps(job_record(job))
+
+
+def state_parts(job: Job) -> tuple[str, str, bytes]:
+    """``job``'s priority and status names and its JSON (:func:`job_json_bytes`), at once."""
+    priority = _PRIORITY[job.priority]
+    status = _STATUS[job.status]
+    return priority, status, dumps(_record(job, priority, status))
 
 
 # "YYYY-MM-DDTHH:MM:" of recent minutes (since the epoch), and recent timestamps' texts (a job's
