@@ -3,11 +3,16 @@ counted before it allocates, secrets masked in URLs."""
 
 from __future__ import annotations
 
+import uuid
+
+import attrs
 import pytest
 import trio
 
 import trio_tasks
 from trio_tasks._config import build_config
+from trio_tasks._job import snapshot
+from trio_tasks._request import new_job_id
 from trio_tasks._secrets import redact_url, url_secrets
 from trio_tasks.brokers._retention import RECORD_OVERHEAD, record_size
 from trio_tasks.http._input import MAX_JSON_VALUES, parse_json
@@ -47,7 +52,43 @@ def test_a_records_size_counts_payload_result_and_error() -> None:
         timeout=1.0,
         created_at=0.0,
     )
-    assert record_size(job) == RECORD_OVERHEAD + len('{"a": "' + "b" * 100 + '"}')
+    assert record_size(job) == RECORD_OVERHEAD + len('{"a":"' + "b" * 100 + '"}')
+    # Values orjson refuses are counted by the standard encoder.
+    job.result = {1: 2**80}
+    job.error = trio_tasks.JobError("boom", "ValueError")
+    assert record_size(job) == (
+        RECORD_OVERHEAD + len('{"a":"' + "b" * 100 + '"}') + len('{"1": ' + str(2**80) + "}") + 4
+    )
+
+
+def test_a_snapshot_copies_every_field() -> None:
+    values: dict[str, object] = {
+        "id": "x",
+        "type": "t",
+        "priority": trio_tasks.Priority.HIGH,
+        "payload": {"p": 1},
+        "max_attempts": 3,
+        "timeout": 2.0,
+        "created_at": 1.0,
+        "status": trio_tasks.JobStatus.FAILED,
+        "attempts": 2,
+        "run_at": 3.0,
+        "started_at": 4.0,
+        "completed_at": 5.0,
+        "worker_id": "w",
+        "result": {"r": 1},
+        "error": trio_tasks.JobError("m", "T"),
+        "progress": 0.5,
+        "meta": {"k": "v"},
+        "errors": [{"attempt": 1}],
+    }
+    assert set(values) == {f.name for f in attrs.fields(trio_tasks.Job)}
+    job = trio_tasks.Job(**values)  # type: ignore[arg-type]
+    copy = snapshot(job)
+    assert copy is not job
+    assert {name: getattr(copy, name) for name in values} == values
+    job.status = trio_tasks.JobStatus.PENDING
+    assert copy.status is trio_tasks.JobStatus.FAILED
 
 
 @pytest.mark.parametrize(
@@ -90,3 +131,17 @@ def test_broker_urls_are_shown_without_their_secrets(
 ) -> None:
     assert redact_url(url) == shown
     assert url_secrets(url) == secrets
+
+
+def test_job_ids_are_uuid4_strings() -> None:
+    ids = {new_job_id() for _ in range(20_000)}
+    assert len(ids) == 20_000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text
+    # Every random bit varies (no digit is stuck but the version's).
+    for position in range(36):
+        seen = {text[position] for text in ids}
+        assert len(seen) == (1 if position in (8, 13, 14, 18, 23) else 4 if position == 19 else 16)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from typing import Any
+
+import orjson
 
 from .._job import Job, JobStatus
 
@@ -14,15 +17,25 @@ RECORD_OVERHEAD = 512
 _encode = json.JSONEncoder(default=str).encode
 
 
+def _json_size(value: Any) -> int:
+    # orjson first (an estimate: ten times faster, the same size but for non-ASCII text, which
+    # it keeps as UTF-8); the standard encoder for what orjson refuses (keys that are not
+    # strings, integers past 64 bits).
+    try:
+        return len(orjson.dumps(value, default=str))
+    except (TypeError, orjson.JSONEncodeError):
+        return len(_encode(value))
+
+
 def record_size(job: Job) -> int:
     """About how many bytes ``job`` holds: its payload, result and error message as JSON, and
     :data:`RECORD_OVERHEAD`. The bound of byte retention (``RESULT_MAX_BYTES``)."""
     size = RECORD_OVERHEAD
     try:
         if job.payload:
-            size += len(_encode(job.payload))
+            size += _json_size(job.payload)
         if job.result is not None:
-            size += len(_encode(job.result))
+            size += _json_size(job.result)
     except (TypeError, ValueError, RecursionError):
         size += RECORD_OVERHEAD  # not JSON (a library caller's payload): counted at least so
     if job.error is not None:
