@@ -245,9 +245,11 @@ async def _drain(
             finally:
                 await trio.to_thread.run_sync(stop_processes, started)
             spans = []
-            async with make_client(
+            made = make_client(
                 url, client_name="bench", connect_timeout=5, stream_timeout=30, max_idle=60
-            ).open() as client:
+            )
+            client = made.client  # coredis' (made before open(), which opens it)
+            async with made.open():
                 for broker in brokers:
                     spans.append(
                         await client.eval(_SPAN, [broker.keys.finished], [broker.keys.prefix])

@@ -6,6 +6,8 @@ import io
 import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -163,3 +165,38 @@ async def test_the_processor_logs_its_jobs_as_json(
     )
     assert started["attempt"] == 1
     assert records["job completed"]["duration"].endswith("s")
+
+
+def test_structlog_imported_after_json_logging_was_configured_gets_the_same_lines() -> None:
+    # A worker configures its JSON lines without importing structlog; a handler's module that
+    # imports it later must still log through the configured pipeline (and the standard
+    # library's records go into the same lines either way).
+    code = """if True:
+        import io, logging, sys
+        from trio_tasks._logging import configure_logging
+        from trio_tasks._log import library_logger
+        out = io.StringIO()
+        configure_logging("info", "json", out)
+        library_logger().info("from trio-tasks", n=1)
+        logging.getLogger("app").warning("from logging %s", 2)
+        before = "structlog" in sys.modules
+        import structlog
+        structlog.get_logger("app").info("from structlog", n=3)
+        structlog.get_logger("app").debug("below the level")
+        print(before)
+        print(out.getvalue(), end="")
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    first, *lines = done.stdout.splitlines()
+    assert first == "False"
+    records = [json.loads(line) for line in lines]
+    assert [(r["level"], r["msg"]) for r in records] == [
+        ("info", "from trio-tasks"),
+        ("warning", "from logging 2"),
+        ("info", "from structlog"),
+    ]
+    assert [list(r)[:3] for r in records] == [["time", "level", "msg"]] * 3
+    assert records[1]["logger"] == "app"
+    assert records[2]["n"] == 3

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import coredis
 import coredis.exceptions
 import pytest
@@ -26,12 +27,21 @@ from trio_tasks import JobRequest, TaskRegistry
 from trio_tasks._config import Config
 from trio_tasks._job import Job
 from trio_tasks._submission import new_job as build_job
+from trio_tasks.brokers import _redis_wire as wire_module
 from trio_tasks.brokers._redis import RedisBroker
-from trio_tasks.brokers._redis_client import make_client
+from trio_tasks.brokers._redis_client import RedisClient, make_client
 from trio_tasks.brokers._redis_codec import Leased
+from trio_tasks.brokers._redis_commands import CoredisCommands, WireCommands
 from trio_tasks.brokers._redis_keys import RedisKeys
 from trio_tasks.brokers._redis_scripts import Outcome, OutcomeKind, RedisScripts
-from trio_tasks.brokers._redis_wire import Incomplete, ReplyParser, Wire, open_wire
+from trio_tasks.brokers._redis_wire import (
+    Incomplete,
+    ReplyParser,
+    Wire,
+    open_wire,
+    parse_settings,
+    settings_of,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -265,8 +275,12 @@ async def library_scenario(scripts: Recording) -> None:
 
 async def test_the_librarys_replies_are_what_coredis_answers(redis_server_url: str) -> None:
     async with both(redis_server_url) as (client, wire):
-        ours = Recording(client, RedisKeys.for_namespace("wire-a"), wire=wire)
-        theirs = Recording(client, RedisKeys.for_namespace("wire-b"))
+        # Ours: every command over the wire (as on one server); theirs: every one through
+        # coredis (as with Sentinel).
+        on_wire = RedisClient("single", 2.0, WireCommands(wire), wire=wire, made=client)
+        on_coredis = RedisClient("sentinel", 2.0, CoredisCommands(client), made=client)
+        ours = Recording(on_wire, RedisKeys.for_namespace("wire-a"))
+        theirs = Recording(on_coredis, RedisKeys.for_namespace("wire-b"))
         await library_scenario(ours)
         await library_scenario(theirs)
     assert len(ours.replies) >= 18
@@ -495,3 +509,81 @@ def test_sentinel_and_cluster_urls_keep_coredis_for_everything() -> None:
     for url in ("redis+sentinel://127.0.0.1:1/mymaster", "redis+cluster://127.0.0.1:1"):
         assert RedisBroker(url)._scripts.wire is None
     assert RedisBroker("redis://127.0.0.1:1/0")._scripts.wire is not None
+
+
+# -- URLs read without coredis; pub/sub ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "redis://localhost",
+        "redis://user:p%40ss@Host.example:7000/3",
+        "redis://:secret@host/2?db=5",
+        "redis://host:6380?max_connections=8&stream_timeout=2.5&connect_timeout=1"
+        "&max_idle_time=9&client_name=x",
+        "redis://[::1]:6390/1",
+        "unix:///tmp/r.sock?db=4",
+        "unix:///tmp/r.sock",
+    ],
+)
+def test_the_wire_reads_a_url_as_coredis_does(url: str) -> None:
+    options = {"connect_timeout": 2.0, "stream_timeout": 10.0}
+    ours = parse_settings(url, client_name="n", max_idle_time=30, **options)
+    made = make_client(url, client_name="n", max_idle=30, **options)
+    assert made.made is None  # coredis' client not made for it
+    assert ours == settings_of(made.client)
+
+
+@pytest.mark.parametrize(
+    "url", ["rediss://host:6379/0", "redis://host/0?ssl_cert_reqs=none", "redis://host/0?timeout=3"]
+)
+def test_a_url_the_wire_does_not_read_whole_is_left_to_coredis(url: str) -> None:
+    assert parse_settings(url) is None
+    made = make_client(url, client_name="n", connect_timeout=2.0, stream_timeout=10.0, max_idle=30)
+    assert made.made is not None
+    assert made.wire is not None
+    assert made.wire.settings == settings_of(made.made)
+
+
+async def test_a_subscription_receives_the_messages_of_its_channels(
+    redis_server_url: str,
+) -> None:
+    async with both(redis_server_url) as (client, wire):
+        async with wire.subscribe(["wire-ch-a", "wire-ch-b"]) as messages:
+            assert wire.open_connections == 1
+            await client.publish("wire-ch-other", "not ours")
+            assert await wire.execute("PUBLISH", "wire-ch-a", "one") == 1
+            await client.publish("wire-ch-b", "two ☃\nlines")
+            got = [await messages.__anext__() for _ in range(2)]
+        assert got == [("wire-ch-a", "one"), ("wire-ch-b", "two ☃\nlines")]
+        assert wire.open_connections == 1  # the subscription's own closed with its block
+
+
+async def test_a_quiet_subscription_pings_and_stays(
+    redis_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wire_module, "KEEPALIVE", 0.05)
+    async with (
+        both(redis_server_url) as (client, wire),
+        wire.subscribe(["wire-quiet"]) as messages,
+    ):
+        with trio.move_on_after(0.3):  # several PINGs, each answered
+            await messages.__anext__()
+        await client.publish("wire-quiet", "still here")
+        with trio.fail_after(5):
+            assert await messages.__anext__() == ("wire-quiet", "still here")
+
+
+async def test_a_subscription_whose_server_falls_silent_times_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wire_module, "KEEPALIVE", 0.05)
+    confirmed = b">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"
+    async with fake_server([confirmed, b"STALL"]) as (url, stalled):
+        settings = attrs.evolve(parse_settings(url), stream_timeout=0.2)  # type: ignore[misc]
+        async with Wire(settings) as wire, wire.subscribe(["c"]) as messages:
+            with trio.fail_after(5), pytest.raises(TimeoutError):
+                await messages.__anext__()
+        stalled[0].set()

@@ -12,8 +12,6 @@ import argparse
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import IO, Any
 from urllib.parse import quote, urlencode
@@ -217,7 +215,7 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
     with _open(args, method, path, body) as response:
         try:
             return json.loads(response.read())
-        except (urllib.error.URLError, OSError) as err:
+        except OSError as err:  # urllib's URLError included
             raise ClientError(f"cannot reach {args.url}: {getattr(err, 'reason', err)}") from None
         except json.JSONDecodeError:
             raise ClientError(f"{method} {path}: the answer is not JSON") from None
@@ -231,6 +229,10 @@ def _open(
     accept: str = "application/json",
 ) -> Any:
     """The response to one request, open (to read; close it)."""
+    # Imported here: the HTTP client is for these commands only, not for `serve` or `worker`.
+    import urllib.error
+    import urllib.request
+
     base: str = args.url
     if not base.startswith(("http://", "https://")):
         raise UsageError(f"--url={base!r}: expected http://host:port or https://host:port")

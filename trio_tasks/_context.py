@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-import structlog
+from typing import TYPE_CHECKING, Any
 
 from ._job import Job
+
+if TYPE_CHECKING:
+    import structlog
 
 
 class JobContext:

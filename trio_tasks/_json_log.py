@@ -3,19 +3,20 @@
 :func:`json_line` is the whole JSON pipeline in one structlog processor; :class:`JsonLogger` is
 what trio-tasks logs through when :func:`~trio_tasks.configure_logging` set up JSON lines (it
 renders without structlog's processor chain, same output); :class:`_LineWriter` writes lines,
-buffered while :func:`flush_logs_periodically` runs.
+buffered while :func:`flush_logs_periodically` runs. None of it imports structlog (a worker
+starts without it) until a line carries an exception to format.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from typing import Any, TextIO
 
 import orjson
-import structlog
 import trio
 
 from ._secrets import redact
@@ -25,6 +26,8 @@ def json_line(logger: Any, method: str, event: dict[str, Any]) -> str:
     """The whole JSON pipeline in one processor: level, time, ``msg`` first, exception text,
     rendering (orjson; the standard library's encoder for what orjson refuses), secrets."""
     if "exc_info" in event:
+        import structlog  # a line with a traceback: rare enough to import it then
+
         event = dict(structlog.processors.format_exc_info(logger, method, event))
     line = {
         "time": _utc_now(),
@@ -243,7 +246,12 @@ def configured_logger() -> JsonLogger | None:
     """The :class:`JsonLogger` of the last :func:`~trio_tasks.configure_logging` that chose
     JSON lines and is still structlog's configuration, else ``None``."""
     logger = _configured
-    if logger is None or structlog.get_config()["processors"] != [json_line]:
+    if logger is None:
+        return None
+    structlog = sys.modules.get("structlog")
+    # Not imported: nobody configured it otherwise since (configure_logging configures it
+    # when it is first imported, see _logging.py).
+    if structlog is not None and structlog.get_config()["processors"] != [json_line]:
         return None
     return logger
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-import structlog
 import trio
 
 from ._config import Config
 from ._durations import format_duration
 from ._json_log import flush_logs_periodically
+from ._log import node_logger
 from ._processor import Processor
 from ._secrets import redact_url
 
@@ -41,7 +41,7 @@ async def run_node(
     Raises:
         OSError: the HTTP address cannot be listened on.
     """
-    log = structlog.get_logger("trio_tasks")
+    log = node_logger()
     config = processor.config
     registry = processor.registry
     # Opened first, so that a signal arriving during start-up is handled like any other.

@@ -18,7 +18,6 @@ from functools import partial
 from typing import Any
 
 import attrs
-import structlog
 import trio
 
 from ._cli_client import DEFAULT_URL as DEFAULT_URL
@@ -34,6 +33,7 @@ from ._config import DURATION_FIELDS, SETTINGS, Config, Setting, shown_value, sp
 from ._demo import demo_registry
 from ._durations import format_duration
 from ._errors import InvalidValue
+from ._log import node_logger
 from ._logging import configure_logging
 from ._node import run_node
 from ._precise_clock import PreciseClock
@@ -207,7 +207,7 @@ def _run_node(args: argparse.Namespace, *, http: bool) -> int:
     if http and config.certfile is not None:
         _check_tls(config, "--certfile" if flags["certfile"] else "TLS_CERTFILE")
     configure_logging(config.log_level, config.log_format)
-    log = structlog.get_logger("trio_tasks")
+    log = node_logger()
     try:
         processor = Processor(registry, config)
     except InvalidValue as exc:

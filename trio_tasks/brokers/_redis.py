@@ -139,12 +139,11 @@ class RedisBroker(Broker):
             stream_timeout=max(10.0, 3 * poll_interval),
             max_idle=max(_MAX_IDLE, round(3 * poll_interval)),
         )
-        client = self._redis.client
         log: Any = logger if logger is not None else library_logger()
         self._link = RedisLink(log, retry_cap=retry_cap)
         self._link.closed = True
         node = self._node = RedisNode(
-            client=client,
+            redis=self._redis,
             keys=self.keys,
             link=self._link,
             node_id=self.node_id,
@@ -158,7 +157,6 @@ class RedisBroker(Broker):
             result_max_bytes=result_max_bytes,
         )
         self._scripts = node.scripts
-        self._scripts.wire = self._redis.wire  # FCALLs on the lean path (single server)
         self.min_replicas = min_replicas
         self._scripts.confirm_writes(
             min_replicas, replica_timeout, cluster=self._redis.kind == "cluster"
@@ -496,8 +494,8 @@ class RedisBroker(Broker):
         Raises:
             BrokerUnavailable: Redis did not answer.
         """
-        client = self._redis.client
-        return await self._link.once(partial(schedules.schedule_state, client, self.keys, name))
+        commands = self._redis.commands
+        return await self._link.once(partial(schedules.schedule_state, commands, self.keys, name))
 
     async def set_schedule_paused(self, name: str, paused: bool) -> None:
         """Pause or resume schedule ``name`` for every node.
@@ -505,8 +503,8 @@ class RedisBroker(Broker):
         Raises:
             BrokerUnavailable: Redis did not answer.
         """
-        client = self._redis.client
-        await self._link.once(partial(schedules.set_paused, client, self.keys, name, paused))
+        commands = self._redis.commands
+        await self._link.once(partial(schedules.set_paused, commands, self.keys, name, paused))
 
     async def record_tick(self, name: str, tick: float, job_id: str | None) -> None:
         """Keep ``tick`` as the latest of schedule ``name``.
@@ -514,5 +512,5 @@ class RedisBroker(Broker):
         Raises:
             BrokerUnavailable: Redis did not answer.
         """
-        client, keys = self._redis.client, self.keys
-        await self._link.once(partial(schedules.record_tick, client, keys, name, tick, job_id))
+        commands, keys = self._redis.commands, self.keys
+        await self._link.once(partial(schedules.record_tick, commands, keys, name, tick, job_id))

@@ -17,7 +17,6 @@ from functools import partial
 
 import attrs
 import trio
-from coredis.retry import NoRetryPolicy
 
 from .._errors import BrokerUnavailable, JobNotFound, ShuttingDown
 from .._job import Job
@@ -170,15 +169,12 @@ class Background:
         channels = [node.keys.cancel_channel, node.keys.done_channel]
         while True:
             try:
-                async with node.client.pubsub(
-                    channels=channels, ignore_subscribe_messages=True, retry_policy=NoRetryPolicy()
-                ) as pubsub:
+                async with node.commands.subscribe(channels) as messages:
                     if not started:
                         started = True
                         task_status.started()
-                    async for message in pubsub:
-                        if message["type"] == "message":
-                            self.dispatch(str(message["channel"]), str(message["data"]))
+                    async for channel, data in messages:
+                        self.dispatch(channel, str(data))
             except BaseException as exc:
                 pause = self._listener_failed(exc)
                 if not started:

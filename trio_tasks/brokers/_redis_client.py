@@ -1,6 +1,9 @@
 """The coredis client of the Redis broker, for each kind of deployment its URL names.
 
-- ``redis://``, ``rediss://`` (TLS), ``unix://``: one server, :meth:`coredis.Redis.from_url`;
+- ``redis://``, ``rediss://`` (TLS), ``unix://``: one server, over the lean RESP3 client
+  (``_redis_wire.py``, commands of ``_redis_commands.py``); coredis is not even imported unless
+  the URL needs its parser (TLS, query parameters the wire does not read) or a caller asks for
+  :attr:`RedisClient.client`;
 - ``redis+sentinel://[user:password@]host:port[,host:port…]/<master>[/<db>]``: the master that
   the Sentinels name, through :class:`coredis.Sentinel`. Every new connection asks the Sentinels
   where the master is and checks its ``ROLE``, so after a fail-over the node finds the new
@@ -8,24 +11,26 @@
 - ``redis+cluster://host:port[,host:port…]``: a Redis Cluster, :class:`coredis.RedisCluster`
   (every key of a namespace is in one slot: see ``_redis_keys.py``).
 
-:class:`RedisClient` is what the rest of the broker holds; :meth:`RedisClient.open` keeps its
-connections (and the Sentinels') open for as long as the broker runs.
+:class:`RedisClient` is what the rest of the broker holds (its :attr:`~RedisClient.commands`);
+:meth:`RedisClient.open` keeps its connections (and the Sentinels') open for as long as the
+broker runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
-import coredis
-from coredis.connection import TCPLocation
-from coredis.retry import NoRetryPolicy
 
 from .._errors import InvalidValue
-from ._redis_wire import Wire, open_wire
+from ._redis_commands import Commands, CoredisCommands, WireCommands
+from ._redis_wire import Wire, WireSettings, parse_settings, settings_of
+
+if TYPE_CHECKING:
+    import coredis
 
 #: A client of one server (or a Sentinel-managed master) or of a cluster.
 Client: TypeAlias = "coredis.Redis[str] | coredis.RedisCluster[str]"
@@ -109,25 +114,41 @@ def parse_endpoints(url: str) -> Endpoints:
 class RedisClient:
     """The broker's client and what must stay open with it (the Sentinels')."""
 
-    client: Client
     #: ``single``, ``sentinel`` or ``cluster``.
     kind: str
     connect_timeout: float
+    #: The broker's plain commands (``_redis_commands.py``).
+    commands: Commands
     sentinel: coredis.Sentinel[str] | None = None
-    #: The lean path of the hottest commands (``FCALL``) to a single server
-    #: (``_redis_wire.py``); ``None`` for Sentinel and Cluster, which keep coredis.
+    #: The lean path to a single server (``_redis_wire.py``): every command; ``None`` for
+    #: Sentinel and Cluster, which keep coredis.
     wire: Wire | None = None
+    #: The coredis client, once made (at once for Sentinel and Cluster).
+    made: Client | None = None
+    #: How a single server's coredis client is made, when someone asks for it.
+    make: Callable[[], Client] | None = None
+
+    @property
+    def client(self) -> Client:
+        """The coredis client (for one server made, and coredis imported, on first use: the
+        broker itself does not use it; tools and tests may, and must then ask before
+        :meth:`open`)."""
+        if self.made is None:
+            assert self.make is not None
+            self.made = self.make()
+        return self.made
 
     @asynccontextmanager
-    async def open(self) -> AsyncIterator[Client]:
+    async def open(self) -> AsyncIterator[None]:
         """Keep the connection pools open for the block."""
         async with AsyncExitStack() as stack:
             if self.sentinel is not None:
                 await stack.enter_async_context(self.sentinel)
-            await stack.enter_async_context(self.client)
+            if self.made is not None:
+                await stack.enter_async_context(self.made)
             if self.wire is not None:
                 await stack.enter_async_context(self.wire)
-            yield self.client
+            yield
 
 
 def make_client(
@@ -146,19 +167,35 @@ def make_client(
         "stream_timeout": stream_timeout,
     }
     if scheme not in (SENTINEL_SCHEME, CLUSTER_SCHEME):
-        client: Client = coredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            retry_policy=NoRetryPolicy(),
-            client_name=client_name,
-            # A connection silent this long is dead (a partition without a reset): close it
-            # so calls fail over to a new one. It must outlast a BLPOP and the pub/sub
-            # keep-alive (a PING after 15s of silence); idle ones are cheaply reopened.
-            max_idle_time=max_idle,
-            **common,
+        # A connection silent this long is dead (a partition without a reset): close it so
+        # calls fail over to a new one. It must outlast a BLPOP and the pub/sub keep-alive (a
+        # PING after 15s of silence); idle ones are cheaply reopened.
+        options: dict[str, Any] = {"client_name": client_name, "max_idle_time": max_idle}
+        options.update(common)
+
+        def make() -> coredis.Redis[str]:
+            import coredis
+            from coredis.retry import NoRetryPolicy
+
+            client = coredis.Redis.from_url(
+                url, decode_responses=True, retry_policy=NoRetryPolicy(), **options
+            )
+            assert isinstance(client, coredis.Redis)
+            return client
+
+        made: coredis.Redis[str] | None = None
+        settings: WireSettings | None = parse_settings(url, **options)
+        if settings is None:  # a URL only coredis' parser reads (TLS, other parameters)
+            made = made_now = make()
+            settings = settings_of(made_now)
+        wire = Wire(settings)
+        return RedisClient(
+            "single", connect_timeout, WireCommands(wire), wire=wire, made=made, make=make
         )
-        assert isinstance(client, coredis.Redis)
-        return RedisClient(client, "single", connect_timeout, wire=open_wire(client))
+    import coredis
+    from coredis.connection import TCPLocation
+    from coredis.retry import NoRetryPolicy
+
     endpoints = parse_endpoints(url)
     params = dict(endpoints.params)
     auth: dict[str, Any] = {"username": endpoints.username, "password": endpoints.password}
@@ -171,7 +208,7 @@ def make_client(
             **common,
             **params,
         )
-        return RedisClient(cluster, "cluster", connect_timeout)
+        return RedisClient("cluster", connect_timeout, CoredisCommands(cluster), made=cluster)
     sentinel_auth: dict[str, Any] = {
         "username": params.pop("sentinel_username", None),
         "password": params.pop("sentinel_password", None),
@@ -192,4 +229,6 @@ def make_client(
         **common,
         **params,
     )
-    return RedisClient(primary, "sentinel", connect_timeout, sentinel)
+    return RedisClient(
+        "sentinel", connect_timeout, CoredisCommands(primary), sentinel, made=primary
+    )

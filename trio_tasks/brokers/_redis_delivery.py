@@ -274,7 +274,7 @@ class Deliveries:
     async def _sleep_until_woken(self) -> None:
         node = self.node
         try:
-            await node.client.blpop([node.keys.wake], timeout=node.poll_interval)
+            await node.commands.blpop(node.keys.wake, node.poll_interval)
         except Exception as exc:
             await trio.sleep(node.link.task_failed("feeder", exc))
         else:

@@ -29,11 +29,8 @@ import math
 from collections import deque
 from typing import Any
 
-import coredis
 import orjson
 import trio
-from coredis.retry import NoRetryPolicy
-from coredis.tokens import PureToken
 
 from .._events import STATE, EventHub, JobEvent, make_event
 from ._redis_link import cancelled_part, is_transient
@@ -112,22 +109,22 @@ class RedisEvents:
             if self._announced:
                 with trio.CancelScope(shield=True), trio.move_on_after(FLUSH_TIMEOUT):
                     try:
-                        await self.node.client.zrem(self.listeners_key, [self._origin])
+                        await self.node.commands.zrem(self.listeners_key, self._origin)
                     except Exception as exc:
                         self.node.log.debug("events listener entry not removed", error=str(exc))
 
     async def _look(self) -> None:
-        client = self.node.client
+        commands = self.node.commands
         key = self.listeners_key
         now = self.node.now()
         if self._listening:
-            await client.zadd(key, {self._origin: now + LISTENER_TTL})
-            await client.pexpire(key, math.ceil(LISTENER_TTL * 1000))
+            await commands.zadd(key, self._origin, now + LISTENER_TTL)
+            await commands.pexpire(key, math.ceil(LISTENER_TTL * 1000))
             self._announced = True
         elif self._announced:
-            await client.zrem(key, [self._origin])
+            await commands.zrem(key, self._origin)
             self._announced = False
-        found = await client.zrange(key, now, "+inf", sortby=PureToken.BYSCORE, offset=0, count=2)
+        found = await commands.zrange_from(key, now, 2)
         publishing = any(str(member) != self._origin for member in found)
         if publishing != self._publishing:
             self._publishing = publishing
@@ -180,17 +177,8 @@ class RedisEvents:
                 await trio.sleep(self.node.link.task_failed("events", exc))
 
     async def _publish(self, batch: list[bytes]) -> None:
-        client = self.node.client
-        channel = self.channel
         self.published += len(batch)
-        if len(batch) == 1 or not isinstance(client, coredis.Redis):
-            # One message, or a cluster (which routes a pipeline by key: PUBLISH has none).
-            for message in batch:
-                await client.publish(channel, message)
-            return
-        async with client.pipeline(transaction=False) as pipe:
-            for message in batch:
-                pipe.publish(channel, message)
+        await self.node.commands.publish_many(self.channel, batch)
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -230,9 +218,7 @@ class RedisEvents:
                 self._listening = False
 
     async def _listen(self) -> None:
-        async with self.node.client.pubsub(
-            channels=[self.channel], ignore_subscribe_messages=True, retry_policy=NoRetryPolicy()
-        ) as pubsub:
+        async with self.node.commands.subscribe([self.channel]) as messages:
             self._subscribed.set()
             # The other nodes start publishing once they see this node in the set.
             self._listening = True
@@ -240,9 +226,8 @@ class RedisEvents:
             with trio.CancelScope() as self._idle:
                 if not self.hub.subscribers:
                     self._idle.deadline = trio.current_time() + IDLE_UNSUBSCRIBE
-                async for message in pubsub:
-                    if message["type"] == "message":
-                        self.deliver(str(message["data"]))
+                async for _, data in messages:
+                    self.deliver(data)
             self._listening = False
             if not self.hub.subscribers:
                 self._wanted = trio.Event()

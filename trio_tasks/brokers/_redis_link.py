@@ -9,38 +9,35 @@ for the loops that must keep trying.
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import anyio
 import attrs
-import coredis.exceptions
 import trio
 
 from .._durations import parse_duration
 from .._errors import BrokerUnavailable, InvalidValue
+from ._redis_errors import is_error
 from ._redis_keys import valid_namespace
 
 T = TypeVar("T")
 
-#: Errors that mean "Redis did not answer": retrying may help. (``BusyLoadingError``, a server
-#: still loading its data, is a ``ConnectionError``; the anyio errors come from a connection
-#: closed under a call.)
-TRANSIENT: tuple[type[BaseException], ...] = (
-    coredis.exceptions.ConnectionError,
-    TimeoutError,
-    OSError,
-    anyio.ClosedResourceError,
-    anyio.BrokenResourceError,
-    anyio.EndOfStream,
-    # No master known to the Sentinels yet, or the one they named is a replica by now (a
-    # fail-over in progress); a cluster without a master for a slot, or resharding.
-    coredis.exceptions.SentinelError,
-    coredis.exceptions.ClusterDownError,
-    coredis.exceptions.TryAgainError,
-    coredis.exceptions.ClusterError,
+#: coredis' errors that mean "Redis did not answer": retrying may help. (``BusyLoadingError``,
+#: a server still loading its data, is a ``ConnectionError``.) Then no master known to the
+#: Sentinels yet, or the one they named is a replica by now (a fail-over in progress); a
+#: cluster without a master for a slot, or resharding. By name: coredis is imported only
+#: once something uses it (``_redis_errors.py``).
+TRANSIENT = (
+    "ConnectionError",
+    "SentinelError",
+    "ClusterDownError",
+    "TryAgainError",
+    "ClusterError",
 )
+#: anyio's errors of a connection closed under a call (coredis runs on anyio).
+_ANYIO_TRANSIENT = ("ClosedResourceError", "BrokenResourceError", "EndOfStream")
 #: Error replies of a server that cannot serve writes for now (out of memory, a replica after
 #: a fail-over, a failed disk, still loading, a long script): retrying may help too.
 _TRANSIENT_REPLIES = ("OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")
@@ -51,14 +48,19 @@ def is_transient(exc: BaseException) -> bool:
     server that cannot serve for now."""
     if isinstance(exc, BaseExceptionGroup):
         return all(is_transient(inner) for inner in exc.exceptions)
-    if isinstance(exc, TRANSIENT):
+    if isinstance(exc, TimeoutError | OSError):
         return True
-    if isinstance(exc, coredis.exceptions.AuthenticationError):
+    if is_error(exc, *TRANSIENT):
+        return True
+    anyio = sys.modules.get("anyio")  # never imported: none of its errors can be raised
+    if anyio is not None and isinstance(exc, tuple(getattr(anyio, n) for n in _ANYIO_TRANSIENT)):
+        return True
+    if is_error(exc, "AuthenticationError"):
         # The credentials were refused (a password rotated on the server): unavailable until
         # they match again, as for any outage. At start-up it stops the node instead (see
         # RedisLink.refused).
         return True
-    if isinstance(exc, coredis.exceptions.ResponseError):
+    if is_error(exc, "ResponseError"):
         return str(exc).startswith(_TRANSIENT_REPLIES)
     return False
 
@@ -143,7 +145,7 @@ class RedisLink:
         """Record a failed call (a transient error)."""
         self._failures += 1
         first = self.reason is None
-        self.refused = isinstance(exc, coredis.exceptions.AuthenticationError)
+        self.refused = is_error(exc, "AuthenticationError")
         self.reason = f"redis unreachable: {_describe(exc)}"
         self._up_since = None
         if first:

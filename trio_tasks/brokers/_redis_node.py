@@ -18,7 +18,7 @@ from .._errors import BrokerUnavailable
 from .._job import Job, job_from_record, salvage_record, snapshot
 from .._log import library_logger
 from ._base import Admission, BrokerHost
-from ._redis_client import Client
+from ._redis_client import RedisClient
 from ._redis_codec import Corrupt, read_record
 from ._redis_keys import RedisKeys
 from ._redis_link import RedisLink
@@ -36,7 +36,7 @@ class RedisNode:
     def __init__(
         self,
         *,
-        client: Client,
+        redis: RedisClient,
         keys: RedisKeys,
         link: RedisLink,
         node_id: str,
@@ -49,10 +49,11 @@ class RedisNode:
         failed_ttl: float = 0.0,
         result_max_bytes: int = 256 * 1_048_576,
     ) -> None:
-        self.client = client
+        #: The plain commands (``_redis_commands.py``); the ``FCALL``s go through :attr:`scripts`.
+        self.commands = redis.commands
         self.keys = keys
         #: Retention's byte bound is applied by the scripts (``RedisScripts.max_bytes``).
-        self.scripts = RedisScripts(client, keys, max_bytes=result_max_bytes)
+        self.scripts = RedisScripts(redis, keys, max_bytes=result_max_bytes)
         self.link = link
         self.node_id = node_id
         self.lease = lease

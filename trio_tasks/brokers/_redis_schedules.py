@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from .._schedules import ScheduleState
-from ._redis_client import Client
+from ._redis_commands import Commands
 from ._redis_keys import RedisKeys
 
 
@@ -21,20 +21,20 @@ def _tick(raw: str | None) -> tuple[float | None, str | None]:
         return None, None
 
 
-async def schedule_state(client: Client, keys: RedisKeys, name: str) -> ScheduleState:
+async def schedule_state(client: Commands, keys: RedisKeys, name: str) -> ScheduleState:
     """The state of schedule ``name`` (the defaults when Redis has none)."""
     paused, raw = await client.hmget(keys.schedules, [f"paused:{name}", f"tick:{name}"])
     tick, job_id = _tick(raw)
     return ScheduleState(paused=paused == "1", last_tick=tick, last_job_id=job_id)
 
 
-async def set_paused(client: Client, keys: RedisKeys, name: str, paused: bool) -> None:
+async def set_paused(client: Commands, keys: RedisKeys, name: str, paused: bool) -> None:
     """Pause or resume schedule ``name`` for every node."""
     await client.hset(keys.schedules, {f"paused:{name}": "1" if paused else "0"})
 
 
 async def record_tick(
-    client: Client, keys: RedisKeys, name: str, tick: float, job_id: str | None
+    client: Commands, keys: RedisKeys, name: str, tick: float, job_id: str | None
 ) -> None:
     """Keep ``tick`` (and ``job_id``, or the job id kept so far) unless a later tick is kept.
 

@@ -16,12 +16,10 @@ from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any, NamedTuple
 
-import coredis.exceptions
-
 from .._errors import BrokerUnavailable
 from .._job import RECORD_FIELDS, Job, JobStatus, requeued
 from .._limits import DispatchRules, LimitFigures, TypeLimit
-from ._redis_client import Client
+from ._redis_client import Client, RedisClient
 from ._redis_codec import (
     NO_LEASES,
     Corrupt,
@@ -34,8 +32,8 @@ from ._redis_codec import (
     parse_status,
     wrong_type,
 )
+from ._redis_errors import is_error
 from ._redis_keys import FUNCTION_PREFIX, RedisKeys
-from ._redis_wire import Wire
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _loads = json.loads
@@ -137,7 +135,7 @@ class NotReplicated(BrokerUnavailable):
 
 
 class RedisScripts:
-    """The Lua library bound to one client and namespace.
+    """The Lua library bound to one Redis and namespace.
 
     ``max_bytes``: the byte bound of retention (``RESULT_MAX_BYTES``) that :meth:`finish`,
     :meth:`cancel` and :meth:`reap` apply with their ``ttl`` and ``max_jobs``.
@@ -145,16 +143,17 @@ class RedisScripts:
 
     def __init__(
         self,
-        client: Client,
+        redis: RedisClient,
         keys: RedisKeys,
         *,
         max_bytes: int = 256 * 1_048_576,
-        wire: Wire | None = None,
     ) -> None:
-        self.client = client
+        self._redis = redis
+        #: The plain commands (loading the library, reading records and counters).
+        self.commands = redis.commands
         #: The lean path (``_redis_wire.py``) the ``FCALL``s take on a single server;
         #: ``None``: coredis (Sentinel, Cluster).
-        self.wire = wire
+        self.wire = redis.wire
         self.keys = keys
         self.max_bytes = max_bytes
         self._code = library_code()
@@ -190,15 +189,18 @@ class RedisScripts:
         self._replica_timeout_ms = max(1, round(timeout * 1000))
         self._cluster = cluster
 
+    @property
+    def client(self) -> Client:
+        """The coredis client (Sentinel, Cluster: the ``FCALL``s without :attr:`wire`)."""
+        return self._redis.client
+
     async def load(self) -> None:
         """Load (or replace) the library in Redis; done once per connection to a server. Then
         write this node's per-type limits (:meth:`set_dispatch`)."""
-        await self.client.function_load(self._code, replace=True)
+        await self.commands.function_load(self._code)
         if self._limits and self._now is not None:
-            await self.client.fcall(
-                FUNCTION_PREFIX + "set_limits",
-                self._script_keys,
-                [self._prefix, num(self._now()), *self._limits],
+            await self._fcall(
+                FUNCTION_PREFIX + "set_limits", [self._prefix, num(self._now()), *self._limits]
             )
 
     async def set_limits(self, now: float, limits: dict[str, TypeLimit | None]) -> None:
@@ -233,9 +235,9 @@ class RedisScripts:
             if confirm:
                 return await self._fcall_confirmed(name, arguments)
             return await self._fcall(FUNCTION_PREFIX + name, arguments)
-        except coredis.exceptions.ResponseError as exc:
+        except Exception as exc:
             # A server restarted without persistence has forgotten the library.
-            if "function not found" not in str(exc).lower():
+            if not is_error(exc, "ResponseError") or "function not found" not in str(exc).lower():
                 raise
             await self.load()
             if confirm:
@@ -269,9 +271,13 @@ class RedisScripts:
             try:
                 with self.client.ensure_replication(self._replicas, self._replica_timeout_ms):
                     reply = await self.client.fcall(function, self._script_keys, arguments)
-            except coredis.exceptions.ReplicationError:
+            except Exception as exc:
+                if not is_error(exc, "ReplicationError"):
+                    raise
                 return None, 0
             return reply, self._replicas
+        import coredis
+
         client = self.client
         assert isinstance(client, coredis.Redis)
         # Non-transactional: the write, then WAIT on the same connection, in one round trip.
@@ -494,9 +500,11 @@ class RedisScripts:
         """The stored values of :data:`RECORD_FIELDS`, or the key's type if not a hash."""
         key = self.keys.job(job_id)
         try:
-            return list(await self.client.hmget(key, RECORD_FIELDS))
-        except coredis.exceptions.WrongTypeError:
-            return str(await self.client.type(key))
+            return await self.commands.hmget(key, RECORD_FIELDS)
+        except Exception as exc:
+            if not is_error(exc, "WrongTypeError"):
+                raise
+            return await self.commands.type(key)
 
     async def quarantine(self, salvaged: Job, now: float, ttl: float, keep: float) -> bool:
         """Replace the record of ``salvaged.id`` by ``salvaged`` (see ``quarantine`` in
@@ -523,5 +531,5 @@ class RedisScripts:
 
     async def totals(self) -> dict[str, int]:
         """Cluster-wide counters (``submitted``, ``completed``, ``failed``…)."""
-        raw = await self.client.hgetall(self.keys.stats)
+        raw = await self.commands.hgetall(self.keys.stats)
         return {str(name): int(value) for name, value in raw.items()}

@@ -8,12 +8,15 @@ writes the whole command in one write, reads exactly its reply and gives the con
 There are no background tasks: nothing runs between calls.
 
 It serves one server (``redis://``, ``rediss://``, ``unix://``), with the settings coredis
-parsed from the URL (:func:`open_wire` reads them off the coredis client, so there is one
-parser), and answers exactly what coredis answers in the configuration
-:mod:`._redis_client` uses (RESP3, ``decode_responses=True``): the same Python values, the same
-exception classes for error replies (coredis' own table maps them), and
-:class:`coredis.exceptions.ConnectionError` or :class:`TimeoutError` when Redis cannot be
-reached or does not answer, which :mod:`._redis_link` takes for "unavailable".
+would parse from the URL (:func:`parse_settings` reads the usual URLs itself and leaves any
+other to coredis' parser, through :func:`settings_of`), and answers exactly what coredis
+answers in the configuration :mod:`._redis_client` uses (RESP3, ``decode_responses=True``): the
+same Python values, the same exception classes for error replies (coredis' own table maps
+them), and :class:`coredis.exceptions.ConnectionError` or :class:`TimeoutError` when Redis
+cannot be reached or does not answer, which :mod:`._redis_link` takes for "unavailable".
+coredis itself is imported only on those error paths (``_redis_errors.py``): a worker on one
+server starts without it. :meth:`Wire.subscribe` carries pub/sub too (RESP3 push messages on
+a connection of its own).
 
 Resource handling: a connection is only ever used by one call. A call that is cancelled or
 fails before its reply is read whole closes its connection (a reply left unread would be
@@ -27,26 +30,38 @@ import math
 import os
 import select
 import ssl
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlparse
 
 import attrs
-import coredis
-import coredis.exceptions
 import trio
-from coredis.connection import TCPLocation, UnixDomainSocketLocation
-from coredis.parser import Parser
 
-#: Maps an error reply's text to coredis' exception (its ``EXCEPTION_CLASSES`` table).
-_error_parser = Parser()
+from ._redis_errors import connection_error
+
+if TYPE_CHECKING:
+    import coredis
+
 #: What a stream raises when its peer is gone.
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _CRLF = b"\r\n"
 
 
-def error_reply(text: str) -> coredis.exceptions.RedisError:
+_error_parser: Any = None
+
+
+def error_reply(text: str) -> Exception:
     """The exception coredis makes of the error reply ``text`` (``ERR …``, ``WRONGPASS …``)."""
-    return _error_parser.parse_error(text)
+    global _error_parser
+    if _error_parser is None:
+        # Maps an error reply's text to coredis' exception (its ``EXCEPTION_CLASSES`` table);
+        # imported with the first error reply only.
+        from coredis.parser import Parser
+
+        _error_parser = Parser()
+    error: Exception = _error_parser.parse_error(text)
+    return error
 
 
 @attrs.frozen
@@ -78,8 +93,67 @@ class WireSettings:
         return f"{self.address[0]}:{self.address[1]}"
 
 
+#: The query parameters :func:`parse_settings` reads itself, as coredis' pool parses them.
+_PARAMS: dict[str, Any] = {
+    "db": int,
+    "max_connections": int,
+    "client_name": str,
+    "stream_timeout": float,
+    "connect_timeout": float,
+    "max_idle_time": int,
+}
+
+
+def parse_settings(url: str, **options: Any) -> WireSettings | None:
+    """The settings coredis would connect with for a ``redis://`` or ``unix://`` URL and its
+    keyword ``options`` (``client_name``, ``connect_timeout``, ``stream_timeout``,
+    ``max_idle_time``), read the way coredis' ``ConnectionPool.from_url`` reads them (query
+    parameters win); ``None`` for any URL it does not read whole (TLS, other query
+    parameters), which :func:`settings_of` then takes from coredis' own parser."""
+    parts = urlparse(url)
+    if parts.scheme not in ("redis", "unix"):
+        return None
+    query = parse_qs(parts.query)
+    if any(name not in _PARAMS for name in query):
+        return None
+    try:
+        merged = dict(options)
+        for name, values in query.items():
+            if values and values[0]:
+                merged[name] = _PARAMS[name](values[0])
+        address: tuple[str, int] | None = None
+        path: str | None = None
+        if parts.scheme == "unix":
+            path = parts.path
+        else:
+            if parts.hostname is None:
+                return None
+            address = (parts.hostname, int(parts.port or 6379))
+            if "db" not in query and parts.path:
+                with suppress(ValueError):
+                    merged["db"] = int(parts.path.replace("/", ""))
+    except ValueError:
+        return None  # coredis' parser says what is wrong
+    return WireSettings(
+        address,
+        path,
+        None,
+        parts.username or None,
+        parts.password or None,
+        int(merged.get("db") or 0),
+        merged.get("client_name"),
+        merged.get("connect_timeout"),
+        merged.get("stream_timeout"),
+        merged.get("max_idle_time"),
+        int(merged.get("max_connections") or 64),
+        "utf-8",
+    )
+
+
 def settings_of(client: coredis.Redis[Any]) -> WireSettings:
     """The settings the coredis ``client`` of a single-server URL connects with."""
+    from coredis.connection import TCPLocation, UnixDomainSocketLocation
+
     pool = client.connection_pool
     options: dict[str, Any] = dict(pool.connection_kwargs)
     location = pool.location
@@ -180,13 +254,15 @@ class ReplyParser:
     ran out (no byte is parsed twice): :meth:`feed` what arrives, and call :meth:`next` until
     it raises :class:`Incomplete`."""
 
-    __slots__ = ("_buf", "_encoding", "_pos", "_stack")
+    __slots__ = ("_buf", "_encoding", "_pos", "_stack", "keep_pushes")
 
-    def __init__(self, encoding: str = "utf-8") -> None:
+    def __init__(self, encoding: str = "utf-8", *, keep_pushes: bool = False) -> None:
         self._buf = bytearray()
         self._pos = 0
         self._stack: list[_Frame] = []
         self._encoding = encoding
+        #: Whether push messages (``>``, pub/sub) are returned as lists; else skipped.
+        self.keep_pushes = keep_pushes
 
     @property
     def pending(self) -> bool:
@@ -289,7 +365,7 @@ class ReplyParser:
                         break
                     stack.pop()
                     value = frame.items
-                    if not stack and frame.kind == 62:
+                    if not stack and frame.kind == 62 and not self.keep_pushes:
                         break  # a push message: not a reply (none is expected here)
                 else:
                     return value
@@ -299,8 +375,8 @@ class ReplyParser:
             raise Incomplete from None
 
 
-def _protocol_error(what: object) -> coredis.exceptions.ConnectionError:
-    return coredis.exceptions.ConnectionError(f"Protocol error: unexpected data {what!r}")
+def _protocol_error(what: object) -> Exception:
+    return connection_error(f"Protocol error: unexpected data {what!r}")
 
 
 class _Connection:
@@ -391,8 +467,79 @@ class _Connection:
         self._socket.close()
 
 
-def _lost() -> coredis.exceptions.ConnectionError:
-    return coredis.exceptions.ConnectionError("Connection lost while receiving response")
+def _lost() -> Exception:
+    return connection_error("Connection lost while receiving response")
+
+
+#: Seconds of silence on a subscribed connection after which it is asked for a ``PING``
+#: (as coredis' pub/sub does): a connection gone without a reset is found out.
+KEEPALIVE = 15.0
+
+
+class Subscription:
+    """A subscribed connection (see :meth:`Wire.subscribe`): ``async for channel, data in
+    subscription`` yields each message published on its channels."""
+
+    def __init__(self, connection: _Connection, settings: WireSettings) -> None:
+        self._connection = connection
+        self._where = settings.where
+        self._timeout = settings.stream_timeout or 10.0
+        self._pinged = False
+
+    async def start(self, channels: Sequence[str]) -> None:
+        """Subscribe and wait for every confirmation."""
+        await self._send(command(b"SUBSCRIBE", *channels))
+        confirmed = 0
+        while confirmed < len(set(channels)):
+            value = await self._next()
+            if isinstance(value, list) and value and value[0] == "subscribe":
+                confirmed += 1
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> tuple[str, Any]:
+        while True:
+            value = await self._next()
+            if isinstance(value, list) and len(value) == 3 and value[0] == "message":
+                return str(value[1]), value[2]
+
+    async def _send(self, payload: bytes) -> None:
+        try:
+            await self._connection.stream.send_all(payload)
+        except _STREAM_ERRORS as exc:
+            raise connection_error(f"Connection to {self._where} lost: {exc!r}") from exc
+
+    async def _next(self) -> Any:
+        """The next push or reply (an error reply raised)."""
+        parser = self._connection.parser
+        stream = self._connection.stream
+        while True:
+            try:
+                value = parser.next()
+            except Incomplete:
+                pass
+            else:
+                if isinstance(value, Exception):
+                    raise value
+                return value
+            wait = self._timeout if self._pinged else KEEPALIVE
+            data: bytes | bytearray = b""
+            with trio.move_on_after(wait) as scope:
+                try:
+                    data = await stream.receive_some(65536)
+                except _STREAM_ERRORS as exc:
+                    raise connection_error(f"Connection to {self._where} lost: {exc!r}") from exc
+            if scope.cancelled_caught:
+                if self._pinged:
+                    raise TimeoutError(f"no reply from Redis within {self._timeout} seconds")
+                self._pinged = True
+                await self._send(command(b"PING"))
+                continue
+            if not data:
+                raise _lost()
+            self._pinged = False  # anything arriving shows the connection alive
+            parser.feed(data)
 
 
 class Wire:
@@ -427,7 +574,7 @@ class Wire:
     async def execute(self, *args: str | bytes | int) -> Any:
         """Send one command and return its reply."""
         (reply,) = await self._roundtrip(command(*args), 1)
-        if isinstance(reply, coredis.exceptions.RedisError):
+        if isinstance(reply, Exception):
             raise reply
         return reply
 
@@ -449,7 +596,7 @@ class Wire:
     async def fcall(self, function: str, keys: Sequence[str], args: Sequence[str]) -> Any:
         """``FCALL function len(keys) *keys *args``: the function's reply."""
         (reply,) = await self._roundtrip(self._fcall_payload(function, keys, args), 1)
-        if isinstance(reply, coredis.exceptions.RedisError):
+        if isinstance(reply, Exception):
             raise reply
         return reply
 
@@ -466,13 +613,13 @@ class Wire:
         payload = self._fcall_payload(function, keys, args) + command(b"WAIT", replicas, timeout_ms)
         reply, acked = await self._roundtrip(payload, 2)
         for value in (reply, acked):
-            if isinstance(value, coredis.exceptions.RedisError):
+            if isinstance(value, Exception):
                 raise value
         return reply, int(acked)
 
     async def _roundtrip(self, payload: bytes, replies: int) -> list[Any]:
         if self.closed:
-            raise coredis.exceptions.ConnectionError("the connection pool is closed")
+            raise connection_error("the connection pool is closed")
         slots = self._slots
         try:
             slots.acquire_nowait()
@@ -495,9 +642,7 @@ class Wire:
         except TimeoutError:
             raise  # an OSError, but not a lost connection
         except _STREAM_ERRORS as exc:
-            raise coredis.exceptions.ConnectionError(
-                f"Connection to {self.settings.where} lost: {exc!r}"
-            ) from exc
+            raise connection_error(f"Connection to {self.settings.where} lost: {exc!r}") from exc
         finally:
             slots.release()
             if connection is not None:
@@ -538,7 +683,7 @@ class Wire:
                 else:
                     stream = await trio.open_tcp_stream(*settings.address)
         except (OSError, trio.TooSlowError) as exc:
-            raise coredis.exceptions.ConnectionError(failed) from exc
+            raise connection_error(failed) from exc
         if settings.ssl_context is not None:
             assert settings.address is not None
             # As coredis: no TLS close_notify is expected at the end.
@@ -558,17 +703,38 @@ class Wire:
             with trio.fail_after(settings.stream_timeout or math.inf):
                 replies = await connection.request(self._handshake, self._handshake_replies)
             for reply in replies:
-                if isinstance(reply, coredis.exceptions.RedisError):
+                if isinstance(reply, Exception):
                     raise reply  # a refused password: as coredis, the server's own error
             if settings.db and replies[1] != "OK":
-                raise coredis.exceptions.ConnectionError(f"Invalid Database {settings.db}")
+                raise connection_error(f"Invalid Database {settings.db}")
             done = True
         except (*_STREAM_ERRORS, trio.TooSlowError) as exc:
-            raise coredis.exceptions.ConnectionError(failed) from exc
+            raise connection_error(failed) from exc
         finally:
             if not done:  # failed or cancelled: closed at once
                 self._discard(connection)
         return connection
+
+    @asynccontextmanager
+    async def subscribe(self, channels: Sequence[str]) -> AsyncIterator[Subscription]:
+        """A connection of its own, subscribed to ``channels`` for the block (the
+        subscriptions confirmed on entry); iterate the :class:`Subscription` for messages.
+
+        Raises:
+            coredis.exceptions.ConnectionError: Redis cannot be reached, or the connection
+                was lost (also while iterating).
+            TimeoutError: a silent connection did not answer a keep-alive ``PING``.
+        """
+        if self.closed:
+            raise connection_error("the connection pool is closed")
+        connection = await self._connect()
+        try:
+            connection.parser.keep_pushes = True
+            subscription = Subscription(connection, self.settings)
+            await subscription.start(channels)
+            yield subscription
+        finally:
+            self._discard(connection)
 
     async def __aenter__(self) -> Wire:
         """Accept calls until the block ends (it may be entered again once it ended)."""
