@@ -202,3 +202,39 @@ async def test_a_connection_closed_by_its_client_frees_its_slot_at_once() -> Non
         processor.shutdown()
         with trio.fail_after(HTTP_GRACE - 1):
             await processor.wait_stopped()
+
+
+async def test_an_answer_before_the_request_body_closes_the_connection() -> None:
+    # A 405 (or a 401, a 404) answered before its request's body arrived: hypercorn cannot
+    # reuse the connection and closes it, from a task group that quart-trio cancels at that
+    # moment; the close must still happen, or the client waits on a silent connection forever.
+    async with served() as (processor, client, _):
+        port = int(str(client.base_url).rsplit(":", 1)[1].strip("/"))
+        for method, path in (("PUT", "/jobs/batch"), ("QUERY", "/jobs"), ("POST", "/nowhere")):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            head = f"{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\n"
+            await stream.send_all(head.encode())
+            received = b""
+            with trio.fail_after(5):
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+            assert received.split(b"\r\n", 1)[0] in (
+                b"HTTP/1.1 405 Method Not Allowed",
+                b"HTTP/1.1 404 Not Found",
+            ), received
+            await stream.aclose()
+        # A request whose body comes late, after headers the server waited on, is answered and
+        # the connection kept.
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        body = b'{"type":"backup"}'
+        for _ in range(2):
+            await stream.send_all(
+                b"POST /jobs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n" % len(body)
+            )
+            await trio.sleep(0.05)
+            await stream.send_all(body)
+            with trio.fail_after(5):
+                assert (await _raw_request(stream, b"")).startswith(b"HTTP/1.1 202")
+        await stream.aclose()
+        processor.shutdown(grace=0)

@@ -182,6 +182,10 @@ class _IdleTimer:
             await server._initiate_server_close()
 
 
+#: Seconds a connection's close may take (a TLS close waits for the peer) before it is forced.
+_CLOSE_TIMEOUT = 2.0
+
+
 class _LimitedTCPServer:
     """hypercorn's per-connection server, run only while a connection slot is free."""
 
@@ -190,16 +194,26 @@ class _LimitedTCPServer:
     def __init__(self, app: Any, config: Any, context: Any, state: Any, stream: Any) -> None:
         self.server = self.base(app, config, context, state, stream)
         timer = self.server.idle_task
-        if isinstance(timer, _IdleTimer):
-            close = self.server._close
+        close = self.server._close
 
-            async def close_and_stop_timer() -> None:
-                # The connection's end ends its timer: without this, a connection closed by
-                # its client while busy would keep its timer (and its slot) alive.
+        async def close_shielded() -> None:
+            # The connection's end ends its timer: without this, a connection closed by its
+            # client while busy would keep its timer (and its slot) alive.
+            if isinstance(timer, _IdleTimer):
                 timer.closed()
-                await close()
+            # Shielded: when a response ends before its request's body has arrived (a 401,
+            # 404 or 405 answered without reading it), hypercorn closes the connection from
+            # inside the request's task group, which quart-trio cancels at that moment: the
+            # close was cut at its first checkpoint and the connection stayed open and silent,
+            # its client waiting for an answer to its next request forever. Bounded: closing
+            # TLS may wait on the peer.
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(_CLOSE_TIMEOUT):
+                    await close()
+                    return
+                await trio.aclose_forcefully(stream)
 
-            self.server._close = close_and_stop_timer
+        self.server._close = close_shielded
         self.limiter: trio.CapacityLimiter | None = getattr(config, "connections", None)
         self.stream = stream
 
