@@ -1,4 +1,4 @@
-"""hypercorn as trio-tasks runs it: its configuration, and the three things it does not offer.
+"""hypercorn as trio-tasks runs it: its configuration, and the four things it does not offer.
 
 - **Reason phrases.** hypercorn sends ``HTTP/1.1 202 `` with an empty reason phrase; clients
   that show the status line (Go's ``resp.Status`` reads ``"202 "``) expect ``202 Accepted``.
@@ -14,11 +14,16 @@
   only when its deadline passes; a request costs two attribute writes. (Started inside a
   request, hypercorn's task was also cancelled at birth by quart-trio's end of the request, so
   idle connections were never closed; this one starts with the connection.)
+- **A close that happens.** A response sent before its request's body arrived (a 401, 404 or
+  405 answered without reading it) leaves a connection hypercorn cannot reuse, so it closes it,
+  from inside the request's task group, which quart-trio cancels at that very moment: the close
+  was cut at its first checkpoint and the client waited on a silent connection for ever. The
+  close is shielded (and bounded) now.
 
-All three are installed on hypercorn's classes by :func:`install` (idempotent, checked by the
+All four are installed on hypercorn's classes by :func:`install` (idempotent, checked by the
 test suite against the hypercorn version in use): the first wraps the h11 protocol's event
-sending, the second the per-connection server the Trio worker starts, the third replaces the
-per-connection idle task.
+sending, the second and fourth the per-connection server the Trio worker starts, the third replaces
+the per-connection idle task.
 """
 
 from __future__ import annotations
