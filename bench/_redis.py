@@ -22,7 +22,6 @@ Each drain is run ``repeat`` times (3, or 1 with ``--quick``) and the median is 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from trio_tasks.brokers._redis import RedisBroker
 from trio_tasks.brokers._redis_client import make_client
 
 from ._inprocess import measure_latency
-from ._servers import ROOT, free_port, redis_server, stop_processes
+from ._servers import ROOT, free_port, process_env, redis_server, stop_processes
 
 #: Jobs per producer batch (one FCALL each).
 _SUBMIT_BATCH = 500
@@ -172,8 +171,7 @@ async def _latency(url: str, samples: int, min_replicas: int = 0) -> dict[str, f
 
 def _spawn_worker(url: str, workers: int, log: Path, min_replicas: int) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
+        **process_env(),
         "BROKER_URL": url,
         "BROKER_MIN_REPLICAS": str(min_replicas),
         "TASKS_APP": "bench.app:tasks",

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from .._servers import process_env
 from . import _redis
 from ._systems import BY_NAME, SYSTEMS, System
 
@@ -185,10 +186,8 @@ class Runner:
 
     def env(self, system: System, concurrency: int) -> dict[str, str]:
         """The environment of a system's client and worker."""
-        path = os.environ.get("PYTHONPATH", "")
         return {
-            **os.environ,
-            "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT),
+            **process_env(),
             "BENCH_PEERS_URL": self.url,
             "BENCH_PEERS_CONCURRENCY": str(concurrency),
             # trio-tasks' worker reads its settings from the environment.
