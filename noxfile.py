@@ -37,7 +37,10 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: prints a table and writes bench/results.json."""
-    session.install("-e", ".[test]")
+    # Installed as users install it (not editable: an editable install adds an import hook to
+    # every process's start); the processes run this tree's modules (PYTHONPATH, bytecode
+    # compiled once: bench/_servers.py process_env).
+    session.install(".[test]")
     session.run("python", "-m", "bench", *session.posargs)
 
 
@@ -57,7 +60,7 @@ BENCH_ARQ = "arq==0.28.0"
 def bench_peers(session: nox.Session) -> None:
     """trio-tasks beside its Python peers on one private Redis: prints a table and writes
     bench/peers/results.json (``-- --quick``, ``--rounds N``, ``--only trio-tasks,saq``)."""
-    session.install("-e", ".", *BENCH_PEERS)
+    session.install(".", *BENCH_PEERS)  # not editable: see bench()
     # arq 0.28 requires redis-py < 6, Celery 5.7 (kombu) >= 6.4 and taskiq-redis 1.2 >= 8: arq
     # gets a virtualenv of its own inside this session's (the harness runs its client and
     # worker with that interpreter).
