@@ -74,6 +74,19 @@ local BATCH = 200
 -- What a finished job costs beside its payload, result and error: the record and its indexes
 -- (trio_tasks.brokers._retention.RECORD_OVERHEAD).
 local RECORD_OVERHEAD = 512
+-- Values per command when a batch's ids go in one command (see chunked).
+local CHUNK = 1000
+
+-- A command on key with the values of items as its last arguments (nothing if there is none),
+-- CHUNK values per call (an even number: pairs stay together), as unpack is bounded by Lua's
+-- stack; the sum of the replies.
+local function chunked(cmd, key, items)
+  local total = 0
+  for first = 1, #items, CHUNK do
+    total = total + redis.call(cmd, key, unpack(items, first, math.min(first + CHUNK - 1, #items)))
+  end
+  return total
+end
 
 local function job_key(prefix, id)
   return prefix .. 'job:' .. id
@@ -130,8 +143,11 @@ local function wake(keys, n)
   for i = 1, n do
     tokens[i] = '1'
   end
-  redis.call('RPUSH', keys[WAKE], unpack(tokens))
-  redis.call('LTRIM', keys[WAKE], -WAKE_CAP, -1)
+  -- Trimmed only when nobody took them: an idle node blocked on the list takes its token
+  -- at once, so the list stays short (one command).
+  if redis.call('RPUSH', keys[WAKE], unpack(tokens)) > WAKE_CAP then
+    redis.call('LTRIM', keys[WAKE], -WAKE_CAP, -1)
+  end
 end
 
 local function pending_left(keys)
@@ -606,6 +622,9 @@ id, priority, score ('' = pending, else run_at), nfields, field1, value1, ...
 Returns {'full', unfinished} or {'ok', leased, r1, r2, ...}: leased is what lease returns; r is
 1 (created), 2 (the same id earlier in this batch), the existing record (HMGET of FIELDS) or,
 for a key of another type than hash, that type (the node quarantines it).
+Each step that the batch's jobs share is one command for all of them (the ids pushed per
+queue, added to index and to scheduled, taken out of finished): a Redis command from Lua costs
+about as much as the work it does for one small job.
 ]]
 local function enqueue(keys, args)
   local prefix, limit = args[1], tonumber(args[2])
@@ -615,52 +634,74 @@ local function enqueue(keys, args)
   local jobs, seen, results = {}, {}, {'ok', leased}
   local fresh = 0
   local i = 8 + k
-  while i <= #args do
-    local nfields = tonumber(args[i + 3])
-    local job = {id = args[i], priority = tonumber(args[i + 1]), score = args[i + 2],
-      first = i + 4, last = i + 3 + 2 * nfields}
-    local key = job_key(prefix, job.id)
-    local t = seen[job.id] or key_type(key)
-    if seen[job.id] then
+  local nargs = #args
+  while i <= nargs do
+    local id = args[i]
+    local last = i + 3 + 2 * tonumber(args[i + 3])
+    if seen[id] then
       results[#results + 1] = 2
-    elseif t == 'hash' then
-      seen[job.id] = true
-      results[#results + 1] = record(key)
-    elseif t ~= 'none' then
-      seen[job.id] = true
-      results[#results + 1] = t
     else
-      seen[job.id] = true
-      results[#results + 1] = 1
-      job.key = key
-      jobs[#jobs + 1] = job
-      fresh = fresh + 1
+      seen[id] = true
+      local key = job_key(prefix, id)
+      local t = key_type(key)
+      if t == 'hash' then
+        results[#results + 1] = record(key)
+      elseif t ~= 'none' then
+        results[#results + 1] = t
+      else
+        results[#results + 1] = 1
+        fresh = fresh + 1
+        jobs[fresh] = {id, key, args[i + 1], args[i + 2], i + 4, last}
+      end
     end
-    i = job.last + 1
+    i = last + 1
   end
   if fresh == 0 then
     return results
   end
-  local current = unfinished(keys, prefix)
-  if current + fresh > limit then
-    return {'full', current}
-  end
-  local queued = 0
-  for _, job in ipairs(jobs) do
-    redis.call('HSET', job.key, unpack(args, job.first, job.last))
-    -- The id of a finished job whose key expired and that evict has not forgotten yet: its
-    -- entry in finished (and size) must not outlive it and evict the new job.
-    if redis.call('ZREM', keys[FINISHED], job.id) == 1 then
-      drop_sizes(keys, {job.id})
+  -- Every unfinished job is in index (until it is final and evicted), so its size bounds
+  -- what unfinished counts: below the limit, the exact count (seven commands) is not needed.
+  if redis.call('ZCARD', keys[INDEX]) + fresh > limit then
+    local current = unfinished(keys, prefix)
+    if current + fresh > limit then
+      return {'full', current}
     end
-    if job.score == '' then
-      redis.call('RPUSH', keys[job.priority], job.id)
+  end
+  local ids, queues, scheduled, indexed = {}, {}, {}, {}
+  local seq = redis.call('INCRBY', keys[SEQ], fresh) - fresh
+  local queued = 0
+  for n, job in ipairs(jobs) do
+    local id = job[1]
+    redis.call('HSET', job[2], unpack(args, job[5], job[6]))
+    ids[n] = id
+    indexed[2 * n - 1] = seq + n
+    indexed[2 * n] = id
+    if job[4] == '' then
+      local p = tonumber(job[3])
+      local queue = queues[p]
+      if not queue then
+        queue = {}
+        queues[p] = queue
+      end
+      queue[#queue + 1] = id
       queued = queued + 1
     else
-      redis.call('ZADD', keys[SCHED], job.score, job.id)
+      scheduled[#scheduled + 1] = job[4]
+      scheduled[#scheduled + 1] = id
     end
-    redis.call('ZADD', keys[INDEX], redis.call('INCR', keys[SEQ]), job.id)
   end
+  -- Ids of finished jobs whose key expired and that evict has not forgotten yet: their entry
+  -- in finished (and size) must not outlive them and evict the new jobs.
+  if chunked('ZREM', keys[FINISHED], ids) > 0 then
+    for first = 1, fresh, CHUNK do
+      drop_sizes(keys, {unpack(ids, first, math.min(first + CHUNK - 1, fresh))})
+    end
+  end
+  for p, queue in pairs(queues) do
+    chunked('RPUSH', keys[p], queue)
+  end
+  chunked('ZADD', keys[SCHED], scheduled)
+  chunked('ZADD', keys[INDEX], indexed)
   redis.call('HINCRBY', keys[STATS], 'submitted', fresh)
   if queued > 0 and k > 0 then
     leased = lease(keys, prefix, now, lease_ms, node, {unpack(args, 8, 7 + k)}, aging)
