@@ -176,6 +176,9 @@ async def test_records_queues_and_retention_follow_the_documented_layout(redis_u
             assert stored["status"] == '"pending"'
             assert stored["v"] == "1"
             assert stored["payload"] == "{}"
+            assert "result" not in stored  # a new job's null fields are left out
+            assert "run_at" not in stored
+            assert (await producer.get(normal.id)).run_at is None
             assert (await producer.stats()).scheduled == 1
             async with node(registry, redis_url, workers=1, result_ttl=30) as worker:
                 done = await worker.wait(urgent.id)

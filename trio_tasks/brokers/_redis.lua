@@ -1,11 +1,12 @@
-#!lua name=trio_tasks_7
+#!lua name=trio_tasks_8
 --[[
 trio-tasks: every state change of the Redis broker that touches more than one key.
 
 Loaded once per connection with FUNCTION LOAD REPLACE (trio_tasks/brokers/_redis_scripts.py) and
 called with FCALL. docs/redis.md describes the key layout; in short:
 
-  KEYS (the same list, in this order, for every function; built by _redis_keys.py):
+  keys (the same list, in this order, for every function; named by _redis_keys.py, built from
+  the prefix by namespaced: the caller's KEYS is one key of the namespace, for routing):
     1..4  q:1..q:4    lists of pending job ids, one per priority (RPUSH to queue, LPOP to take)
     5     scheduled   zset id -> run_at (POSIX seconds): delayed jobs and waiting retries
     6     running     zset id -> lease deadline (Redis server time, milliseconds)
@@ -33,7 +34,9 @@ called with FCALL. docs/redis.md describes the key layout; in short:
   tag, so on Redis Cluster they live in one slot and every function is valid there.
 
 A job hash holds the fields of trio_tasks._job.job_to_record, each value JSON-encoded (so Lua
-never decodes user JSON), plus three private fields: tok (the fencing token of the current
+never decodes user JSON; a new job's hash leaves out the fields that are null, and meta and
+errors while empty: a missing field reads as null, see record_json and
+trio_tasks/brokers/_redis_codec.py), plus three private fields: tok (the fencing token of the current
 or last lease), cxl (cancellation requested), node (the node holding the lease), qtn (the
 record was quarantined: see quarantine) and lim (the job runs counted in limrun under this
 type: every end of the run frees that slot, see free_slot).
@@ -86,6 +89,38 @@ local function chunked(cmd, key, items)
     total = total + redis.call(cmd, key, unpack(items, first, math.min(first + CHUNK - 1, #items)))
   end
   return total
+end
+
+-- The names of the keys every function uses, after the prefix, in the order of the KEYS list
+-- described above: trio_tasks.brokers._redis_keys.RedisKeys.script_keys, put in place by
+-- trio_tasks/brokers/_redis_scripts.py:library_code() when the library is loaded.
+local KEY_NAMES = {--[[KEY_NAMES]]}
+
+-- A function called with its namespace's keys made here from the prefix (ARGV[1]): the
+-- caller passes one key of the namespace (for Redis Cluster's routing; every key of a
+-- namespace is in one slot) instead of all of them, which cost Redis about a tenth of a
+-- submission to receive and hand to Lua. The names are remembered per prefix: making them
+-- at every call costs more than receiving them (string building in Lua). What is remembered
+-- is only a function of the prefix, never data, so no call depends on an earlier one but
+-- for speed; a few prefixes at most are kept (one per namespace in use).
+local KEYS_OF, KEYS_KEPT = {}, 0
+local function namespaced(fn)
+  return function(_, args)
+    local prefix = args[1]
+    local keys = KEYS_OF[prefix]
+    if not keys then
+      if KEYS_KEPT >= 64 then
+        KEYS_OF, KEYS_KEPT = {}, 0
+      end
+      KEYS_KEPT = KEYS_KEPT + 1
+      keys = {}
+      for i = 1, #KEY_NAMES do
+        keys[i] = prefix .. KEY_NAMES[i]
+      end
+      KEYS_OF[prefix] = keys
+    end
+    return fn(keys, args)
+  end
 end
 
 local function job_key(prefix, id)
@@ -668,7 +703,12 @@ local function enqueue(keys, args)
     end
   end
   local ids, queues, scheduled, indexed = {}, {}, {}, {}
-  local seq = redis.call('INCRBY', keys[SEQ], fresh) - fresh
+  -- The batch's sequence numbers at once (no other call runs meanwhile); INCR and SET, the
+  -- commands of the documented ACL rule.
+  local seq = redis.call('INCR', keys[SEQ]) - 1
+  if fresh > 1 then
+    redis.call('SET', keys[SEQ], seq + fresh)
+  end
   local queued = 0
   for n, job in ipairs(jobs) do
     local id = job[1]
@@ -1183,22 +1223,23 @@ local function cluster(keys, args)
   return {redis.call('HGETALL', keys[STATS]), nodes}
 end
 
-redis.register_function('tt7_enqueue', enqueue)
-redis.register_function('tt7_fetch', fetch)
-redis.register_function('tt7_heartbeat', heartbeat)
-redis.register_function('tt7_finish', finish)
-redis.register_function('tt7_cancel', cancel)
-redis.register_function('tt7_promote', promote)
-redis.register_function('tt7_reap', reap)
-redis.register_function('tt7_progress', progress)
-redis.register_function('tt7_watch', watch)
-redis.register_function('tt7_list', list)
-redis.register_function('tt7_quarantine', quarantine)
-redis.register_function('tt7_leave', leave)
-redis.register_function('tt7_retry', retry)
-redis.register_function('tt7_set_limits', set_limits)
+-- Every function gets its namespace's keys from the prefix (see namespaced).
+redis.register_function('tt8_enqueue', namespaced(enqueue))
+redis.register_function('tt8_fetch', namespaced(fetch))
+redis.register_function('tt8_heartbeat', namespaced(heartbeat))
+redis.register_function('tt8_finish', namespaced(finish))
+redis.register_function('tt8_cancel', namespaced(cancel))
+redis.register_function('tt8_promote', namespaced(promote))
+redis.register_function('tt8_reap', namespaced(reap))
+redis.register_function('tt8_progress', namespaced(progress))
+redis.register_function('tt8_watch', namespaced(watch))
+redis.register_function('tt8_list', namespaced(list))
+redis.register_function('tt8_quarantine', namespaced(quarantine))
+redis.register_function('tt8_leave', namespaced(leave))
+redis.register_function('tt8_retry', namespaced(retry))
+redis.register_function('tt8_set_limits', namespaced(set_limits))
 -- Read-only: allowed on replicas and in read-only scripts.
-redis.register_function{function_name = 'tt7_counts', callback = counts, flags = {'no-writes'}}
-redis.register_function{function_name = 'tt7_cluster', callback = cluster, flags = {'no-writes'}}
-redis.register_function{function_name = 'tt7_limit_figures', callback = limit_figures,
+redis.register_function{function_name = 'tt8_counts', callback = namespaced(counts), flags = {'no-writes'}}
+redis.register_function{function_name = 'tt8_cluster', callback = namespaced(cluster), flags = {'no-writes'}}
+redis.register_function{function_name = 'tt8_limit_figures', callback = namespaced(limit_figures),
   flags = {'no-writes'}}

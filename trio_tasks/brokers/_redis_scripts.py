@@ -42,11 +42,17 @@ _loads = json.loads
 
 #: Where ``_redis.lua`` has the record's fields put in (``local FIELDS = {...}``).
 FIELDS_PLACEHOLDER = "--[[RECORD_FIELDS]]"
+#: Where ``_redis.lua`` has the names of its keys put in (``local KEY_NAMES = {...}``).
+KEYS_PLACEHOLDER = "--[[KEY_NAMES]]"
 
 
 def library_code() -> str:
-    """The source of ``_redis.lua``, with its ``FIELDS`` list made from :data:`RECORD_FIELDS`."""
+    """The source of ``_redis.lua``, with its ``FIELDS`` list made from :data:`RECORD_FIELDS`
+    and its ``KEY_NAMES`` from :attr:`RedisKeys.script_keys` (after the prefix)."""
     code = resources.files(__package__).joinpath("_redis.lua").read_text(encoding="utf-8")
+    keys = RedisKeys.for_namespace("x")
+    names = [key.removeprefix(keys.prefix) for key in keys.script_keys]
+    code = code.replace(KEYS_PLACEHOLDER, ", ".join(f"'{name}'" for name in names))
     return code.replace(FIELDS_PLACEHOLDER, ", ".join(f"'{name}'" for name in RECORD_FIELDS))
 
 
@@ -158,7 +164,9 @@ class RedisScripts:
         self.keys = keys
         self.max_bytes = max_bytes
         self._code = library_code()
-        self._script_keys = list(keys.script_keys)
+        # One key of the namespace: Redis Cluster routes by it; the functions build the
+        # others from the prefix (``namespaced`` in ``_redis.lua``).
+        self._script_keys = [keys.script_keys[0]]
         self._prefix = keys.prefix
         self._replicas = 0
         self._replica_timeout_ms = 1000
@@ -307,7 +315,7 @@ class RedisScripts:
         args = [str(limit), num(now), str(lease_ms), node, self._aging, str(len(workers))]
         args += [_dumps(worker) for worker in workers]
         for job, score in jobs:
-            fields = encode_job(job)
+            fields = encode_job(job, new=True)  # written only where no key is
             args += [job.id, str(int(job.priority)), "" if score is None else num(score)]
             args.append(str(len(fields) // 2))
             args += fields
