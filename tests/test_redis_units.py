@@ -48,6 +48,11 @@ def test_the_lua_field_list_is_made_from_the_python_one() -> None:
     keys = RedisKeys.for_namespace("x")
     assert len({*keys.script_keys}) == 18
     assert all(k.startswith("tt:{x}:") for k in keys.script_keys)
+    # A constant kept as text must say what its number says.
+    cap = re.search(r"local WAKE_CAP = (\d+)", code)
+    keep = re.search(r"local WAKE_KEEP = '(-\d+)'", code)
+    assert cap is not None and keep is not None
+    assert int(keep.group(1)) == -int(cap.group(1))
     # The functions build the keys from the prefix, by names made from the same list.
     names = re.search(r"local KEY_NAMES = \{(.*?)\}", code, re.S)
     assert names is not None

@@ -72,6 +72,9 @@ local HELD_LEVEL = 17592186044416
 local CORRUPT_RETRY_MS = 5000
 -- Wake-up tokens kept at most: enough to wake every idle node, bounded when nobody listens.
 local WAKE_CAP = 64
+-- Its LTRIM start (-WAKE_CAP) as text: a number passed to redis.call is formatted at every
+-- call (and tostring is not there while the library loads).
+local WAKE_KEEP = '-64'
 -- Work done per call by eviction and the reaper, so no call blocks Redis for long.
 local BATCH = 200
 -- What a finished job costs beside its payload, result and error: the record and its indexes
@@ -181,7 +184,7 @@ local function wake(keys, n)
   -- Trimmed only when nobody took them: an idle node blocked on the list takes its token
   -- at once, so the list stays short (one command).
   if redis.call('RPUSH', keys[WAKE], unpack(tokens)) > WAKE_CAP then
-    redis.call('LTRIM', keys[WAKE], -WAKE_CAP, -1)
+    redis.call('LTRIM', keys[WAKE], WAKE_KEEP, '-1')
   end
 end
 
@@ -742,7 +745,7 @@ local function enqueue(keys, args)
   end
   chunked('ZADD', keys[SCHED], scheduled)
   chunked('ZADD', keys[INDEX], indexed)
-  redis.call('HINCRBY', keys[STATS], 'submitted', fresh)
+  redis.call('HINCRBY', keys[STATS], 'submitted', fresh == 1 and '1' or fresh)
   if queued > 0 and k > 0 then
     leased = lease(keys, prefix, now, lease_ms, node, {unpack(args, 8, 7 + k)}, aging)
     results[2] = leased
