@@ -14,7 +14,14 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from .._job import RECORD_FIELDS, Job, JobStatus, job_from_record, job_to_record
+from .._job import (
+    JOB_SCHEMA_VERSION,
+    RECORD_FIELDS,
+    Job,
+    JobStatus,
+    job_from_record,
+    job_to_record,
+)
 from .._stats import NodeView, WorkerStats
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -63,6 +70,53 @@ def encode_job(job: Job, *, new: bool = False) -> list[str]:
             flat.append(orjson.dumps(value).decode())
         except TypeError:
             flat.append(_dumps(value))
+    return flat
+
+
+#: The fields :func:`encode_new_job` always writes: every field of the record but the sparse
+#: ones (a test keeps the three sets together).
+NEW_JOB_FIELDS = (
+    "v", "id", "type", "priority", "payload", "status",
+    "attempts", "max_attempts", "timeout", "created_at",
+)  # fmt: skip
+_SCHEMA = str(JOB_SCHEMA_VERSION)
+_STATUS_JSON = {status: f'"{status.value}"' for status in JobStatus}
+
+
+def encode_new_job(job: Job) -> list[str]:
+    """:func:`encode_job` with ``new``, written out for what a submitted job has (a third of
+    the generic loop's cost, which was the largest part of a batch's Python per job): the
+    fields of :data:`NEW_JOB_FIELDS`, then ``run_at`` and ``meta`` when set. A job with any
+    other field set, or a text orjson refuses, takes the generic path."""
+    if (
+        job.started_at is not None
+        or job.completed_at is not None
+        or job.worker_id is not None
+        or job.result is not None
+        or job.error is not None
+        or job.progress is not None
+        or job.errors
+    ):
+        return encode_job(job, new=True)
+    try:
+        flat = [
+            "v", _SCHEMA,
+            "id", orjson.dumps(job.id).decode(),
+            "type", orjson.dumps(job.type).decode(),
+            "priority", str(int(job.priority)),
+            "payload", _dumps(job.payload),
+            "status", _STATUS_JSON[job.status],
+            "attempts", orjson.dumps(job.attempts).decode(),
+            "max_attempts", orjson.dumps(job.max_attempts).decode(),
+            "timeout", orjson.dumps(job.timeout).decode(),
+            "created_at", orjson.dumps(job.created_at).decode(),
+        ]  # fmt: skip
+        if job.run_at is not None:
+            flat += ("run_at", orjson.dumps(job.run_at).decode())
+        if job.meta:
+            flat += ("meta", orjson.dumps(job.meta).decode())
+    except TypeError:
+        return encode_job(job, new=True)
     return flat
 
 

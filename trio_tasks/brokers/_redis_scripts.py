@@ -28,6 +28,7 @@ from ._redis_codec import (
     Leases,
     decode_job,
     encode_job,
+    encode_new_job,
     ms,
     num,
     parse_leases,
@@ -315,7 +316,7 @@ class RedisScripts:
         args = [str(limit), num(now), str(lease_ms), node, self._aging, str(len(workers))]
         args += [_dumps(worker) for worker in workers]
         for job, score in jobs:
-            fields = encode_job(job, new=True)  # written only where no key is
+            fields = encode_new_job(job)  # written only where no key is
             args += [job.id, str(int(job.priority)), "" if score is None else num(score)]
             args.append(str(len(fields) // 2))
             args += fields
