@@ -291,6 +291,12 @@ async def test_a_large_batch_is_stored_in_order_queued_and_scheduled(redis_url: 
             stored = await redis.hgetall(keys.job("big-8"))
             assert stored["status"] == '"pending"'
             assert stored["priority"] == str(int(Priority.HIGH))
+            # A batch of new and existing ids: each key is looked at (not only "any exists").
+            again = await p.submit_many(
+                [trio_tasks.JobRequest.build("noop", job_id=i) for i in ("new-1", "big-5")]
+            )
+            assert [a.created for a in again] == [True, False]
+            assert again[1].job.created_at == admissions[5].job.created_at
 
 
 async def test_priority_is_strict_across_nodes_and_fifo_within_one(redis_url: str) -> None:

@@ -52,6 +52,16 @@ precision is lost; Lua only converts to compare.
 -- The record's fields: trio_tasks._job.RECORD_FIELDS, put in place by
 -- trio_tasks/brokers/_redis_scripts.py:library_code() when the library is loaded.
 local FIELDS = {--[[RECORD_FIELDS]]}
+-- The fields every new record has, whose values enqueue gets without their names:
+-- trio_tasks.brokers._redis_codec.NEW_JOB_FIELDS, put in place the same way.
+local NEW_FIELDS = {--[[NEW_JOB_FIELDS]]}
+local NNEW = #NEW_FIELDS
+-- Their names, each followed by a place for its value (HSET's arguments).
+local NEW_PAIRS = {}
+for f = 1, NNEW do
+  NEW_PAIRS[2 * f - 1] = NEW_FIELDS[f]
+  NEW_PAIRS[2 * f] = false
+end
 
 local PENDING, SCHEDULED, RUNNING = '"pending"', '"scheduled"', '"running"'
 local COMPLETED, FAILED, CANCELLED = '"completed"', '"failed"', '"cancelled"'
@@ -656,13 +666,16 @@ end
 --[[ enqueue: admit a batch of jobs, all or none; then, as fetch does, lease jobs for the
 submitting node's idle workers (the highest-priority oldest pending jobs, not necessarily these).
 ARGV: prefix, max_unfinished, now, lease_ms, node, aging, k, worker_id JSON x k, then per job:
-id, priority, score ('' = pending, else run_at), nfields, field1, value1, ...
+id, priority, score ('' = pending, else run_at), n, the values of NEW_FIELDS in their order, then
+n more field, value pairs (the record's other fields that are set).
 Returns {'full', unfinished} or {'ok', leased, r1, r2, ...}: leased is what lease returns; r is
 1 (created), 2 (the same id earlier in this batch), the existing record (HMGET of FIELDS) or,
 for a key of another type than hash, that type (the node quarantines it).
 Each step that the batch's jobs share is one command for all of them (the ids pushed per
-queue, added to index and to scheduled, taken out of finished): a Redis command from Lua costs
-about as much as the work it does for one small job.
+queue, added to index and to scheduled, taken out of finished, and, for a batch whose ids are
+all new, the look for existing keys): a Redis command from Lua costs about as much as the work
+it does for one small job. The names of the fields every new record has are not sent: each
+argument costs Redis about as much to receive as to store.
 ]]
 local function enqueue(keys, args)
   local prefix, limit = args[1], tonumber(args[2])
@@ -671,17 +684,36 @@ local function enqueue(keys, args)
   local leased = {}
   local jobs, seen, results = {}, {}, {'ok', leased}
   local fresh = 0
-  local i = 8 + k
   local nargs = #args
+  -- The keys of the batch, then, for more than one, whether any exists (one EXISTS per
+  -- CHUNK ids): when none does, a submission's usual case, no key needs its own TYPE.
+  local i, n = 8 + k, 0
+  local job_keys = {}
+  while i <= nargs do
+    n = n + 1
+    job_keys[n] = job_key(prefix, args[i])
+    i = i + 4 + NNEW + 2 * tonumber(args[i + 3])
+  end
+  local any = n == 1
+  if n > 1 then
+    for first = 1, n, CHUNK do
+      if redis.call('EXISTS', unpack(job_keys, first, math.min(first + CHUNK - 1, n))) > 0 then
+        any = true
+        break
+      end
+    end
+  end
+  i, n = 8 + k, 0
   while i <= nargs do
     local id = args[i]
-    local last = i + 3 + 2 * tonumber(args[i + 3])
+    local last = i + 3 + NNEW + 2 * tonumber(args[i + 3])
+    n = n + 1
     if seen[id] then
       results[#results + 1] = 2
     else
       seen[id] = true
-      local key = job_key(prefix, id)
-      local t = key_type(key)
+      local key = job_keys[n]
+      local t = any and key_type(key) or 'none'
       if t == 'hash' then
         results[#results + 1] = record(key)
       elseif t ~= 'none' then
@@ -713,9 +745,19 @@ local function enqueue(keys, args)
     redis.call('SET', keys[SEQ], seq + fresh)
   end
   local queued = 0
+  local record_args = {unpack(NEW_PAIRS)}  -- made at its full size at once
   for n, job in ipairs(jobs) do
     local id = job[1]
-    redis.call('HSET', job[2], unpack(args, job[5], job[6]))
+    local first, last = job[5], job[6]
+    for f = 1, NNEW do
+      record_args[2 * f] = args[first + f - 1]
+    end
+    local m = 2 * NNEW
+    for a = first + NNEW, last do
+      m = m + 1
+      record_args[m] = args[a]
+    end
+    redis.call('HSET', job[2], unpack(record_args, 1, m))
     ids[n] = id
     indexed[2 * n - 1] = seq + n
     indexed[2 * n] = id

@@ -84,10 +84,12 @@ _STATUS_JSON = {status: f'"{status.value}"' for status in JobStatus}
 
 
 def encode_new_job(job: Job) -> list[str]:
-    """:func:`encode_job` with ``new``, written out for what a submitted job has (a third of
-    the generic loop's cost, which was the largest part of a batch's Python per job): the
-    fields of :data:`NEW_JOB_FIELDS`, then ``run_at`` and ``meta`` when set. A job with any
-    other field set, or a text orjson refuses, takes the generic path."""
+    """A new job's record as ``enqueue`` in ``_redis.lua`` takes it: the values of
+    :data:`NEW_JOB_FIELDS` in their order (not their names: Lua has them), then the other
+    fields that are set as ``field, value`` pairs; the same values as :func:`encode_job` with
+    ``new``. Written out for what a submitted job has (a third of the generic loop's cost,
+    which was the largest part of a batch's Python per job): a job with another field set than
+    ``run_at`` and ``meta``, or a text orjson refuses, takes the generic path."""
     if (
         job.started_at is not None
         or job.completed_at is not None
@@ -97,27 +99,45 @@ def encode_new_job(job: Job) -> list[str]:
         or job.progress is not None
         or job.errors
     ):
-        return encode_job(job, new=True)
+        return _new_record(encode_job(job, new=True))
     try:
         flat = [
-            "v", _SCHEMA,
-            "id", orjson.dumps(job.id).decode(),
-            "type", orjson.dumps(job.type).decode(),
-            "priority", str(int(job.priority)),
-            "payload", _dumps(job.payload),
-            "status", _STATUS_JSON[job.status],
-            "attempts", orjson.dumps(job.attempts).decode(),
-            "max_attempts", orjson.dumps(job.max_attempts).decode(),
-            "timeout", orjson.dumps(job.timeout).decode(),
-            "created_at", orjson.dumps(job.created_at).decode(),
-        ]  # fmt: skip
+            _SCHEMA,
+            orjson.dumps(job.id).decode(),
+            orjson.dumps(job.type).decode(),
+            str(int(job.priority)),
+            _dumps(job.payload),
+            _STATUS_JSON[job.status],
+            orjson.dumps(job.attempts).decode(),
+            orjson.dumps(job.max_attempts).decode(),
+            orjson.dumps(job.timeout).decode(),
+            orjson.dumps(job.created_at).decode(),
+        ]
         if job.run_at is not None:
             flat += ("run_at", orjson.dumps(job.run_at).decode())
         if job.meta:
             flat += ("meta", orjson.dumps(job.meta).decode())
     except TypeError:
-        return encode_job(job, new=True)
+        return _new_record(encode_job(job, new=True))
     return flat
+
+
+def _new_record(flat: list[str]) -> list[str]:
+    """:func:`encode_job`'s ``[field, value, ...]`` in :func:`encode_new_job`'s form."""
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    values = [fields.pop(name) for name in NEW_JOB_FIELDS]
+    for name, value in fields.items():
+        values += (name, value)
+    return values
+
+
+def new_record_fields(values: Sequence[str]) -> dict[str, str]:
+    """The ``field: value`` pairs of :func:`encode_new_job`'s form (what the hash holds)."""
+    count = len(NEW_JOB_FIELDS)
+    rest = values[count:]
+    return dict(zip(NEW_JOB_FIELDS, values[:count], strict=True)) | dict(
+        zip(rest[::2], rest[1::2], strict=True)
+    )
 
 
 def read_record(values: Sequence[str | None]) -> tuple[dict[str, Any], str | None]:

@@ -23,6 +23,7 @@ from .._job import RECORD_FIELDS, Job, JobStatus, requeued
 from .._limits import DispatchRules, LimitFigures, TypeLimit
 from ._redis_client import Client
 from ._redis_codec import (
+    NEW_JOB_FIELDS,
     NO_LEASES,
     Corrupt,
     Leases,
@@ -45,15 +46,20 @@ _loads = json.loads
 FIELDS_PLACEHOLDER = "--[[RECORD_FIELDS]]"
 #: Where ``_redis.lua`` has the names of its keys put in (``local KEY_NAMES = {...}``).
 KEYS_PLACEHOLDER = "--[[KEY_NAMES]]"
+#: Where ``_redis.lua`` has the fields of every new record put in (``local NEW_FIELDS``).
+NEW_FIELDS_PLACEHOLDER = "--[[NEW_JOB_FIELDS]]"
+_NEW = len(NEW_JOB_FIELDS)
 
 
 def library_code() -> str:
-    """The source of ``_redis.lua``, with its ``FIELDS`` list made from :data:`RECORD_FIELDS`
-    and its ``KEY_NAMES`` from :attr:`RedisKeys.script_keys` (after the prefix)."""
+    """The source of ``_redis.lua``, with its ``FIELDS`` list made from :data:`RECORD_FIELDS`,
+    its ``NEW_FIELDS`` from :data:`NEW_JOB_FIELDS` and its ``KEY_NAMES`` from
+    :attr:`RedisKeys.script_keys` (after the prefix)."""
     code = resources.files(__package__).joinpath("_redis.lua").read_text(encoding="utf-8")
     keys = RedisKeys.for_namespace("x")
     names = [key.removeprefix(keys.prefix) for key in keys.script_keys]
     code = code.replace(KEYS_PLACEHOLDER, ", ".join(f"'{name}'" for name in names))
+    code = code.replace(NEW_FIELDS_PLACEHOLDER, ", ".join(f"'{name}'" for name in NEW_JOB_FIELDS))
     return code.replace(FIELDS_PLACEHOLDER, ", ".join(f"'{name}'" for name in RECORD_FIELDS))
 
 
@@ -316,10 +322,14 @@ class RedisScripts:
         args = [str(limit), num(now), str(lease_ms), node, self._aging, str(len(workers))]
         args += [_dumps(worker) for worker in workers]
         for job, score in jobs:
-            fields = encode_new_job(job)  # written only where no key is
-            args += [job.id, str(int(job.priority)), "" if score is None else num(score)]
-            args.append(str(len(fields) // 2))
-            args += fields
+            values = encode_new_job(job)  # written only where no key is
+            args += (
+                job.id,
+                str(int(job.priority)),
+                "" if score is None else num(score),
+                str((len(values) - _NEW) // 2),
+            )
+            args += values
         reply, acked = await self._confirmed("enqueue", args)
         if acked < self._replicas:
             leased = NO_LEASES if reply is None or reply[0] == "full" else parse_leases(reply[1])
