@@ -670,7 +670,8 @@ id, priority, score ('' = pending, else run_at), n, the values of NEW_FIELDS in 
 n more field, value pairs (the record's other fields that are set).
 Returns {'full', unfinished} or {'ok', leased, r1, r2, ...}: leased is what lease returns; r is
 1 (created), 2 (the same id earlier in this batch), the existing record (HMGET of FIELDS) or,
-for a key of another type than hash, that type (the node quarantines it).
+for a key of another type than hash, that type (the node quarantines it). A batch of one job,
+created, with nothing leased, is answered 1 alone (as {'ok', {}, 1}).
 Each step that the batch's jobs share is one command for all of them (the ids pushed per
 queue, added to index and to scheduled, taken out of finished, and, for a batch whose ids are
 all new, the look for existing keys): a Redis command from Lua costs about as much as the work
@@ -794,6 +795,9 @@ local function enqueue(keys, args)
   end
   -- Jobs queued here and not taken at once: wake idle nodes for them.
   wake(keys, queued - #leased / 3)
+  if #results == 3 and fresh == 1 and #leased == 0 then
+    return 1  -- one job, created, nothing leased: a submission's usual answer, in short
+  end
   return results
 end
 

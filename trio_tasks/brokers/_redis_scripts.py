@@ -331,6 +331,8 @@ class RedisScripts:
             )
             args += values
         reply, acked = await self._confirmed("enqueue", args)
+        if reply == 1:  # one job, created, nothing leased (the short answer)
+            reply = ["ok", [], 1]
         if acked < self._replicas:
             leased = NO_LEASES if reply is None or reply[0] == "full" else parse_leases(reply[1])
             raise self._unconfirmed(acked, leased)
