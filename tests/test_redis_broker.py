@@ -255,6 +255,37 @@ async def test_the_admission_bound_counts_unfinished_jobs_not_those_kept_finishe
                 await p.submit("noop")
 
 
+async def test_a_loop_of_submissions_lets_other_tasks_run_and_can_be_cancelled(
+    redis_url: str,
+) -> None:
+    # The processor adds no schedule point of its own after a Redis submission
+    # (Broker.enqueue_waits): the round trip is the checkpoint, both halves of it.
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(20):
+        async with node(recording_registry([]), redis_url, workers=0) as p:
+            assert p.broker.enqueue_waits
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ticker)
+                await trio.lowlevel.checkpoint()
+                before = ticks
+                for _ in range(50):
+                    await p.submit("noop")
+                assert ticks >= before + 50  # the ticker ran at every submission
+                nursery.cancel_scope.cancel()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await p.submit("noop")  # a cancelled caller submits nothing
+            assert scope.cancelled_caught
+            assert (await p.broker.totals())["submitted"] == 50
+
+
 async def test_a_large_batch_is_stored_in_order_queued_and_scheduled(redis_url: str) -> None:
     # More jobs than the Lua function puts into one command (1,000 values): every part of
     # the batch lands, in submission order per queue and in the index.
