@@ -176,6 +176,9 @@ async def test_records_queues_and_retention_follow_the_documented_layout(redis_u
             assert stored["status"] == '"pending"'
             assert stored["v"] == "1"
             assert stored["payload"] == "{}"
+            assert "result" not in stored  # a new job's null fields are left out
+            assert "run_at" not in stored
+            assert (await producer.get(normal.id)).run_at is None
             assert (await producer.stats()).scheduled == 1
             async with node(registry, redis_url, workers=1, result_ttl=30) as worker:
                 done = await worker.wait(urgent.id)
@@ -232,6 +235,99 @@ async def test_admission_bound_and_idempotency_are_cluster_wide(redis_url: str) 
             assert again.created_at == first.created_at
             admissions = await b.submit_many([trio_tasks.JobRequest.build("noop", job_id="job-1")])
             assert admissions[0].created is False
+
+
+async def test_the_admission_bound_counts_unfinished_jobs_not_those_kept_finished(
+    redis_url: str,
+) -> None:
+    # The index holds finished jobs too (retention): more entries than the bound there must
+    # not refuse a submission while fewer jobs than the bound are unfinished.
+    runs: list[str] = []
+    with trio.fail_after(20):
+        async with node(recording_registry(runs), redis_url, workers=1, max_concurrency=2) as p:
+            for _ in range(3):
+                await p.wait((await p.submit("noop")).id)
+            assert len(runs) == 3
+            p.shutdown(grace=0)
+        async with node(recording_registry([]), redis_url, workers=0, max_concurrency=2) as p:
+            await p.submit_many([trio_tasks.JobRequest.build("noop")] * 2)
+            with pytest.raises(QueueFull):
+                await p.submit("noop")
+
+
+async def test_a_loop_of_submissions_lets_other_tasks_run_and_can_be_cancelled(
+    redis_url: str,
+) -> None:
+    # The processor adds no schedule point of its own after a Redis submission
+    # (Broker.enqueue_waits): the round trip is the checkpoint, both halves of it.
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    with trio.fail_after(20):
+        async with node(recording_registry([]), redis_url, workers=0) as p:
+            assert p.broker.enqueue_waits
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ticker)
+                await trio.lowlevel.checkpoint()
+                before = ticks
+                for _ in range(50):
+                    await p.submit("noop")
+                assert ticks >= before + 50  # the ticker ran at every submission
+                nursery.cancel_scope.cancel()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await p.submit("noop")  # a cancelled caller submits nothing
+            assert scope.cancelled_caught
+            assert (await p.broker.totals())["submitted"] == 50
+
+
+async def test_a_large_batch_is_stored_in_order_queued_and_scheduled(redis_url: str) -> None:
+    # More jobs than the Lua function puts into one command (1,000 values): every part of
+    # the batch lands, in submission order per queue and in the index.
+    keys = RedisKeys.for_namespace(parse_redis_url(redis_url).namespace or "default")
+    requests = [
+        trio_tasks.JobRequest.build(
+            "noop",
+            priority=("low", "normal", "high")[i % 3],
+            delay=60 if i % 10 == 0 else None,
+            job_id=f"big-{i % 2400}",  # the last 100 repeat earlier ids of the batch
+        )
+        for i in range(2500)
+    ]
+    with trio.fail_after(30):
+        async with (
+            raw_client(redis_url) as redis,
+            node(recording_registry([]), redis_url, workers=0) as p,
+        ):
+            admissions = await p.submit_many(requests)
+            assert [a.created for a in admissions] == [True] * 2400 + [False] * 100
+            assert admissions[2450].job.id == "big-50"
+            for priority in (Priority.LOW, Priority.NORMAL, Priority.HIGH):
+                expected = [
+                    f"big-{i}"
+                    for i in range(2400)
+                    if i % 10 and ("low", "normal", "high")[i % 3] == priority.name.lower()
+                ]
+                assert await redis.lrange(keys.queue(priority), 0, -1) == expected
+            scheduled = await redis.zrange(keys.scheduled, 0, -1)
+            assert sorted(scheduled) == sorted(f"big-{i}" for i in range(0, 2400, 10))
+            index = list(await redis.zrange(keys.index, 0, -1))
+            assert index == [f"big-{i}" for i in range(2400)]
+            assert (await p.broker.totals())["submitted"] == 2400
+            stored = await redis.hgetall(keys.job("big-8"))
+            assert stored["status"] == '"pending"'
+            assert stored["priority"] == str(int(Priority.HIGH))
+            # A batch of new and existing ids: each key is looked at (not only "any exists").
+            again = await p.submit_many(
+                [trio_tasks.JobRequest.build("noop", job_id=i) for i in ("new-1", "big-5")]
+            )
+            assert [a.created for a in again] == [True, False]
+            assert again[1].job.created_at == admissions[5].job.created_at
 
 
 async def test_priority_is_strict_across_nodes_and_fifo_within_one(redis_url: str) -> None:

@@ -11,11 +11,15 @@ import trio
 
 from trio_tasks._job import CORRUPT_RECORD, RECORD_FIELDS, Job, Priority, job_to_record
 from trio_tasks.brokers._redis_codec import (
+    NEW_JOB_FIELDS,
+    SPARSE_NULL,
     Corrupt,
     Leased,
     decode_job,
     decode_job_array,
     encode_job,
+    encode_new_job,
+    new_record_fields,
     node_view,
     parse_leases,
     parse_status,
@@ -44,10 +48,25 @@ def test_the_lua_field_list_is_made_from_the_python_one() -> None:
     assert tuple(re.findall(r"'(\w+)'", block.group(1))) == RECORD_FIELDS
     assert tuple(job_to_record(a_job())) == RECORD_FIELDS
     assert code.startswith(f"#!lua name={LIBRARY_NAME}\n")
-    assert set(re.findall(r"'(tt\d+)_\w+'", code)) == {"tt7"}
+    assert set(re.findall(r"'(tt\d+)_\w+'", code)) == {"tt8"}
     keys = RedisKeys.for_namespace("x")
     assert len({*keys.script_keys}) == 18
     assert all(k.startswith("tt:{x}:") for k in keys.script_keys)
+    new_fields = re.search(r"local NEW_FIELDS = \{(.*?)\}", code, re.S)
+    assert new_fields is not None
+    assert tuple(re.findall(r"'(\w+)'", new_fields.group(1))) == NEW_JOB_FIELDS
+    # A constant kept as text must say what its number says.
+    cap = re.search(r"local WAKE_CAP = (\d+)", code)
+    keep = re.search(r"local WAKE_KEEP = '(-\d+)'", code)
+    assert cap is not None
+    assert keep is not None
+    assert int(keep.group(1)) == -int(cap.group(1))
+    # The functions build the keys from the prefix, by names made from the same list.
+    names = re.search(r"local KEY_NAMES = \{(.*?)\}", code, re.S)
+    assert names is not None
+    assert ["tt:{x}:" + n for n in re.findall(r"'([\w:]+)'", names.group(1))] == list(
+        keys.script_keys
+    )
     assert keys.quarantine("j").startswith("tt:{x}:")
     assert keys.node("n").startswith("tt:{x}:")
 
@@ -97,6 +116,56 @@ def test_a_record_round_trips_and_garbage_never_raises() -> None:
     assert leases.taken[0].token == "7"
     assert [c.job_id for c in leases.corrupt()] == ["job-2", "job-3"]
     assert "string" in leases.strays[0].problem
+
+
+def test_a_new_jobs_record_leaves_out_null_and_empty_fields_and_reads_back_whole() -> None:
+    job = a_job()
+    flat = encode_job(job, new=True)
+    stored = dict(zip(flat[::2], flat[1::2], strict=True))
+    assert set(stored) == {
+        "v", "id", "type", "priority", "payload", "status",
+        "attempts", "max_attempts", "timeout", "created_at",
+    }  # fmt: skip
+    # As HMGET of every field answers for such a hash (nil for a missing field).
+    decoded = decode_job([stored.get(name) for name in RECORD_FIELDS], job.id)
+    assert isinstance(decoded, Job)
+    assert job_to_record(decoded) == job_to_record(job)
+    # As record_json answers (null for a missing field).
+    array = "[" + ",".join(stored.get(name, "null") for name in RECORD_FIELDS) + "]"
+    from_array = decode_job_array(array, job.id)
+    assert isinstance(from_array, Job)
+    assert job_to_record(from_array) == job_to_record(job)
+    # A field that is set is stored, whatever it is.
+    job.run_at, job.meta = 12.5, {"trace": "t-1"}
+    stored = dict(zip(*[iter(encode_job(job, new=True))] * 2, strict=True))
+    assert stored["run_at"] == "12.5"
+    assert stored["meta"] == '{"trace":"t-1"}'
+    # A missing field that a record must have is still a corrupt record.
+    values = [stored.get(name) for name in RECORD_FIELDS]
+    values[RECORD_FIELDS.index("status")] = None
+    assert isinstance(decode_job(values, job.id), Corrupt)
+
+
+def test_a_new_jobs_fast_encoding_is_the_generic_one() -> None:
+    # Every field is written always, or left out while null or empty: nothing is forgotten.
+    assert {*NEW_JOB_FIELDS, *SPARSE_NULL, "meta", "errors"} == set(RECORD_FIELDS)
+    jobs = [a_job() for _ in range(8)]
+    jobs[1].run_at = 1e16
+    jobs[2].meta = {"trace": "t-1", "é": "ü"}
+    jobs[3].timeout = 5  # an int from a registry's default
+    jobs[3].type = "naïve"
+    jobs[4].meta = {"bad": "\ud800"}  # orjson refuses a lone surrogate: the generic path
+    jobs[5].result = {"kept": True}  # not a new job's: the generic path
+    jobs[6].errors = [{"attempt": 1}]
+    jobs[7].payload = {"x": float("nan")}
+    for job in jobs:
+        stored = new_record_fields(encode_new_job(job))
+        generic = encode_job(job, new=True)
+        assert stored == dict(zip(generic[::2], generic[1::2], strict=True))
+        decoded = decode_job([stored.get(n) for n in RECORD_FIELDS], job.id)
+        assert isinstance(decoded, Job)
+        assert decoded.meta == job.meta
+        assert decoded.run_at == job.run_at
 
 
 def test_salvaged_records_name_the_problem() -> None:

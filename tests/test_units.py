@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 from typing import Any
 
 import attrs
@@ -25,6 +26,7 @@ from trio_tasks import (
 from trio_tasks._backoff import backoff_cap, backoff_delay
 from trio_tasks._config import build_config
 from trio_tasks._job import JOB_SCHEMA_VERSION, job_from_record, job_to_json, job_to_record
+from trio_tasks._request import new_job_id
 
 # -- durations -------------------------------------------------------------------------------
 
@@ -629,3 +631,13 @@ def test_build_config_applies_settings_by_name() -> None:
         build_config(job_timeout="soon")
     with pytest.raises(InvalidValue, match="expected an integer >= 0, got -2"):
         build_config(workers=-2)
+
+
+def test_job_ids_are_uuid4_strings() -> None:
+    ids = [new_job_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for job_id in ids:
+        parsed = uuid.UUID(job_id)
+        assert str(parsed) == job_id
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122

@@ -270,9 +270,11 @@ class Processor:
                     )
                 if self._listeners:
                     self._outcomes.emit("submitted", admission.job)
-        # The other half of the checkpoint every Trio call makes (the broker made the first): a
-        # loop of submissions lets the workers run. Shielded: the jobs are admitted already.
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        if not self.broker.enqueue_waits:
+            # The other half of the checkpoint every Trio call makes (the broker made the
+            # first): a loop of submissions lets the workers run. Shielded: the jobs are
+            # admitted already. A broker that waited for a server's answer has yielded.
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return admissions
 
     # -- lookups ---------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-#!lua name=trio_tasks_7
+#!lua name=trio_tasks_8
 --[[
 trio-tasks: every state change of the Redis broker that touches more than one key.
 
 Loaded once per connection with FUNCTION LOAD REPLACE (trio_tasks/brokers/_redis_scripts.py) and
 called with FCALL. docs/redis.md describes the key layout; in short:
 
-  KEYS (the same list, in this order, for every function; built by _redis_keys.py):
+  keys (the same list, in this order, for every function; named by _redis_keys.py, built from
+  the prefix by namespaced: the caller's KEYS is one key of the namespace, for routing):
     1..4  q:1..q:4    lists of pending job ids, one per priority (RPUSH to queue, LPOP to take)
     5     scheduled   zset id -> run_at (POSIX seconds): delayed jobs and waiting retries
     6     running     zset id -> lease deadline (Redis server time, milliseconds)
@@ -33,7 +34,9 @@ called with FCALL. docs/redis.md describes the key layout; in short:
   tag, so on Redis Cluster they live in one slot and every function is valid there.
 
 A job hash holds the fields of trio_tasks._job.job_to_record, each value JSON-encoded (so Lua
-never decodes user JSON), plus three private fields: tok (the fencing token of the current
+never decodes user JSON; a new job's hash leaves out the fields that are null, and meta and
+errors while empty: a missing field reads as null, see record_json and
+trio_tasks/brokers/_redis_codec.py), plus three private fields: tok (the fencing token of the current
 or last lease), cxl (cancellation requested), node (the node holding the lease), qtn (the
 record was quarantined: see quarantine) and lim (the job runs counted in limrun under this
 type: every end of the run frees that slot, see free_slot).
@@ -49,6 +52,16 @@ precision is lost; Lua only converts to compare.
 -- The record's fields: trio_tasks._job.RECORD_FIELDS, put in place by
 -- trio_tasks/brokers/_redis_scripts.py:library_code() when the library is loaded.
 local FIELDS = {--[[RECORD_FIELDS]]}
+-- The fields every new record has, whose values enqueue gets without their names:
+-- trio_tasks.brokers._redis_codec.NEW_JOB_FIELDS, put in place the same way.
+local NEW_FIELDS = {--[[NEW_JOB_FIELDS]]}
+local NNEW = #NEW_FIELDS
+-- Their names, each followed by a place for its value (HSET's arguments).
+local NEW_PAIRS = {}
+for f = 1, NNEW do
+  NEW_PAIRS[2 * f - 1] = NEW_FIELDS[f]
+  NEW_PAIRS[2 * f] = false
+end
 
 local PENDING, SCHEDULED, RUNNING = '"pending"', '"scheduled"', '"running"'
 local COMPLETED, FAILED, CANCELLED = '"completed"', '"failed"', '"cancelled"'
@@ -69,11 +82,59 @@ local HELD_LEVEL = 17592186044416
 local CORRUPT_RETRY_MS = 5000
 -- Wake-up tokens kept at most: enough to wake every idle node, bounded when nobody listens.
 local WAKE_CAP = 64
+-- Its LTRIM start (-WAKE_CAP) as text: a number passed to redis.call is formatted at every
+-- call (and tostring is not there while the library loads).
+local WAKE_KEEP = '-64'
 -- Work done per call by eviction and the reaper, so no call blocks Redis for long.
 local BATCH = 200
 -- What a finished job costs beside its payload, result and error: the record and its indexes
 -- (trio_tasks.brokers._retention.RECORD_OVERHEAD).
 local RECORD_OVERHEAD = 512
+-- Values per command when a batch's ids go in one command (see chunked).
+local CHUNK = 1000
+
+-- A command on key with the values of items as its last arguments (nothing if there is none),
+-- CHUNK values per call (an even number: pairs stay together), as unpack is bounded by Lua's
+-- stack; the sum of the replies.
+local function chunked(cmd, key, items)
+  local total = 0
+  for first = 1, #items, CHUNK do
+    total = total + redis.call(cmd, key, unpack(items, first, math.min(first + CHUNK - 1, #items)))
+  end
+  return total
+end
+
+-- The names of the keys every function uses, after the prefix, in the order of the KEYS list
+-- described above: trio_tasks.brokers._redis_keys.RedisKeys.script_keys, put in place by
+-- trio_tasks/brokers/_redis_scripts.py:library_code() when the library is loaded.
+local KEY_NAMES = {--[[KEY_NAMES]]}
+
+-- A function called with its namespace's keys made here from the prefix (ARGV[1]): the
+-- caller passes one key of the namespace (for Redis Cluster's routing; every key of a
+-- namespace is in one slot) instead of all of them, which cost Redis about a tenth of a
+-- submission to receive and hand to Lua. The names are remembered per prefix: making them
+-- at every call costs more than receiving them (string building in Lua). What is remembered
+-- is only a function of the prefix, never data, so no call depends on an earlier one but
+-- for speed; a few prefixes at most are kept (one per namespace in use).
+local KEYS_OF, KEYS_KEPT = {}, 0
+local function namespaced(fn)
+  return function(_, args)
+    local prefix = args[1]
+    local keys = KEYS_OF[prefix]
+    if not keys then
+      if KEYS_KEPT >= 64 then
+        KEYS_OF, KEYS_KEPT = {}, 0
+      end
+      KEYS_KEPT = KEYS_KEPT + 1
+      keys = {}
+      for i = 1, #KEY_NAMES do
+        keys[i] = prefix .. KEY_NAMES[i]
+      end
+      KEYS_OF[prefix] = keys
+    end
+    return fn(keys, args)
+  end
+end
 
 local function job_key(prefix, id)
   return prefix .. 'job:' .. id
@@ -130,8 +191,11 @@ local function wake(keys, n)
   for i = 1, n do
     tokens[i] = '1'
   end
-  redis.call('RPUSH', keys[WAKE], unpack(tokens))
-  redis.call('LTRIM', keys[WAKE], -WAKE_CAP, -1)
+  -- Trimmed only when nobody took them: an idle node blocked on the list takes its token
+  -- at once, so the list stays short (one command).
+  if redis.call('RPUSH', keys[WAKE], unpack(tokens)) > WAKE_CAP then
+    redis.call('LTRIM', keys[WAKE], WAKE_KEEP, '-1')
+  end
 end
 
 local function pending_left(keys)
@@ -602,10 +666,17 @@ end
 --[[ enqueue: admit a batch of jobs, all or none; then, as fetch does, lease jobs for the
 submitting node's idle workers (the highest-priority oldest pending jobs, not necessarily these).
 ARGV: prefix, max_unfinished, now, lease_ms, node, aging, k, worker_id JSON x k, then per job:
-id, priority, score ('' = pending, else run_at), nfields, field1, value1, ...
+id, priority, score ('' = pending, else run_at), n, the values of NEW_FIELDS in their order, then
+n more field, value pairs (the record's other fields that are set).
 Returns {'full', unfinished} or {'ok', leased, r1, r2, ...}: leased is what lease returns; r is
 1 (created), 2 (the same id earlier in this batch), the existing record (HMGET of FIELDS) or,
-for a key of another type than hash, that type (the node quarantines it).
+for a key of another type than hash, that type (the node quarantines it). A batch of one job,
+created, with nothing leased, is answered 1 alone (as {'ok', {}, 1}).
+Each step that the batch's jobs share is one command for all of them (the ids pushed per
+queue, added to index and to scheduled, taken out of finished, and, for a batch whose ids are
+all new, the look for existing keys): a Redis command from Lua costs about as much as the work
+it does for one small job. The names of the fields every new record has are not sent: each
+argument costs Redis about as much to receive as to store.
 ]]
 local function enqueue(keys, args)
   local prefix, limit = args[1], tonumber(args[2])
@@ -614,60 +685,119 @@ local function enqueue(keys, args)
   local leased = {}
   local jobs, seen, results = {}, {}, {'ok', leased}
   local fresh = 0
-  local i = 8 + k
-  while i <= #args do
-    local nfields = tonumber(args[i + 3])
-    local job = {id = args[i], priority = tonumber(args[i + 1]), score = args[i + 2],
-      first = i + 4, last = i + 3 + 2 * nfields}
-    local key = job_key(prefix, job.id)
-    local t = seen[job.id] or key_type(key)
-    if seen[job.id] then
-      results[#results + 1] = 2
-    elseif t == 'hash' then
-      seen[job.id] = true
-      results[#results + 1] = record(key)
-    elseif t ~= 'none' then
-      seen[job.id] = true
-      results[#results + 1] = t
-    else
-      seen[job.id] = true
-      results[#results + 1] = 1
-      job.key = key
-      jobs[#jobs + 1] = job
-      fresh = fresh + 1
+  local nargs = #args
+  -- The keys of the batch, then, for more than one, whether any exists (one EXISTS per
+  -- CHUNK ids): when none does, a submission's usual case, no key needs its own TYPE.
+  local i, n = 8 + k, 0
+  local job_keys = {}
+  while i <= nargs do
+    n = n + 1
+    job_keys[n] = job_key(prefix, args[i])
+    i = i + 4 + NNEW + 2 * tonumber(args[i + 3])
+  end
+  local any = n == 1
+  if n > 1 then
+    for first = 1, n, CHUNK do
+      if redis.call('EXISTS', unpack(job_keys, first, math.min(first + CHUNK - 1, n))) > 0 then
+        any = true
+        break
+      end
     end
-    i = job.last + 1
+  end
+  i, n = 8 + k, 0
+  while i <= nargs do
+    local id = args[i]
+    local last = i + 3 + NNEW + 2 * tonumber(args[i + 3])
+    n = n + 1
+    if seen[id] then
+      results[#results + 1] = 2
+    else
+      seen[id] = true
+      local key = job_keys[n]
+      local t = any and key_type(key) or 'none'
+      if t == 'hash' then
+        results[#results + 1] = record(key)
+      elseif t ~= 'none' then
+        results[#results + 1] = t
+      else
+        results[#results + 1] = 1
+        fresh = fresh + 1
+        jobs[fresh] = {id, key, args[i + 1], args[i + 2], i + 4, last}
+      end
+    end
+    i = last + 1
   end
   if fresh == 0 then
     return results
   end
-  local current = unfinished(keys, prefix)
-  if current + fresh > limit then
-    return {'full', current}
+  -- Every unfinished job is in index (until it is final and evicted), so its size bounds
+  -- what unfinished counts: below the limit, the exact count (seven commands) is not needed.
+  if redis.call('ZCARD', keys[INDEX]) + fresh > limit then
+    local current = unfinished(keys, prefix)
+    if current + fresh > limit then
+      return {'full', current}
+    end
+  end
+  local ids, queues, scheduled, indexed = {}, {}, {}, {}
+  -- The batch's sequence numbers at once (no other call runs meanwhile); INCR and SET, the
+  -- commands of the documented ACL rule.
+  local seq = redis.call('INCR', keys[SEQ]) - 1
+  if fresh > 1 then
+    redis.call('SET', keys[SEQ], seq + fresh)
   end
   local queued = 0
-  for _, job in ipairs(jobs) do
-    redis.call('HSET', job.key, unpack(args, job.first, job.last))
-    -- The id of a finished job whose key expired and that evict has not forgotten yet: its
-    -- entry in finished (and size) must not outlive it and evict the new job.
-    if redis.call('ZREM', keys[FINISHED], job.id) == 1 then
-      drop_sizes(keys, {job.id})
+  local record_args = {unpack(NEW_PAIRS)}  -- made at its full size at once
+  for n, job in ipairs(jobs) do
+    local id = job[1]
+    local first, last = job[5], job[6]
+    for f = 1, NNEW do
+      record_args[2 * f] = args[first + f - 1]
     end
-    if job.score == '' then
-      redis.call('RPUSH', keys[job.priority], job.id)
+    local m = 2 * NNEW
+    for a = first + NNEW, last do
+      m = m + 1
+      record_args[m] = args[a]
+    end
+    redis.call('HSET', job[2], unpack(record_args, 1, m))
+    ids[n] = id
+    indexed[2 * n - 1] = seq + n
+    indexed[2 * n] = id
+    if job[4] == '' then
+      local p = tonumber(job[3])
+      local queue = queues[p]
+      if not queue then
+        queue = {}
+        queues[p] = queue
+      end
+      queue[#queue + 1] = id
       queued = queued + 1
     else
-      redis.call('ZADD', keys[SCHED], job.score, job.id)
+      scheduled[#scheduled + 1] = job[4]
+      scheduled[#scheduled + 1] = id
     end
-    redis.call('ZADD', keys[INDEX], redis.call('INCR', keys[SEQ]), job.id)
   end
-  redis.call('HINCRBY', keys[STATS], 'submitted', fresh)
+  -- Ids of finished jobs whose key expired and that evict has not forgotten yet: their entry
+  -- in finished (and size) must not outlive them and evict the new jobs.
+  if chunked('ZREM', keys[FINISHED], ids) > 0 then
+    for first = 1, fresh, CHUNK do
+      drop_sizes(keys, {unpack(ids, first, math.min(first + CHUNK - 1, fresh))})
+    end
+  end
+  for p, queue in pairs(queues) do
+    chunked('RPUSH', keys[p], queue)
+  end
+  chunked('ZADD', keys[SCHED], scheduled)
+  chunked('ZADD', keys[INDEX], indexed)
+  redis.call('HINCRBY', keys[STATS], 'submitted', fresh == 1 and '1' or fresh)
   if queued > 0 and k > 0 then
     leased = lease(keys, prefix, now, lease_ms, node, {unpack(args, 8, 7 + k)}, aging)
     results[2] = leased
   end
   -- Jobs queued here and not taken at once: wake idle nodes for them.
   wake(keys, queued - #leased / 3)
+  if #results == 3 and fresh == 1 and #leased == 0 then
+    return 1  -- one job, created, nothing leased: a submission's usual answer, in short
+  end
   return results
 end
 
@@ -1142,22 +1272,23 @@ local function cluster(keys, args)
   return {redis.call('HGETALL', keys[STATS]), nodes}
 end
 
-redis.register_function('tt7_enqueue', enqueue)
-redis.register_function('tt7_fetch', fetch)
-redis.register_function('tt7_heartbeat', heartbeat)
-redis.register_function('tt7_finish', finish)
-redis.register_function('tt7_cancel', cancel)
-redis.register_function('tt7_promote', promote)
-redis.register_function('tt7_reap', reap)
-redis.register_function('tt7_progress', progress)
-redis.register_function('tt7_watch', watch)
-redis.register_function('tt7_list', list)
-redis.register_function('tt7_quarantine', quarantine)
-redis.register_function('tt7_leave', leave)
-redis.register_function('tt7_retry', retry)
-redis.register_function('tt7_set_limits', set_limits)
+-- Every function gets its namespace's keys from the prefix (see namespaced).
+redis.register_function('tt8_enqueue', namespaced(enqueue))
+redis.register_function('tt8_fetch', namespaced(fetch))
+redis.register_function('tt8_heartbeat', namespaced(heartbeat))
+redis.register_function('tt8_finish', namespaced(finish))
+redis.register_function('tt8_cancel', namespaced(cancel))
+redis.register_function('tt8_promote', namespaced(promote))
+redis.register_function('tt8_reap', namespaced(reap))
+redis.register_function('tt8_progress', namespaced(progress))
+redis.register_function('tt8_watch', namespaced(watch))
+redis.register_function('tt8_list', namespaced(list))
+redis.register_function('tt8_quarantine', namespaced(quarantine))
+redis.register_function('tt8_leave', namespaced(leave))
+redis.register_function('tt8_retry', namespaced(retry))
+redis.register_function('tt8_set_limits', namespaced(set_limits))
 -- Read-only: allowed on replicas and in read-only scripts.
-redis.register_function{function_name = 'tt7_counts', callback = counts, flags = {'no-writes'}}
-redis.register_function{function_name = 'tt7_cluster', callback = cluster, flags = {'no-writes'}}
-redis.register_function{function_name = 'tt7_limit_figures', callback = limit_figures,
+redis.register_function{function_name = 'tt8_counts', callback = namespaced(counts), flags = {'no-writes'}}
+redis.register_function{function_name = 'tt8_cluster', callback = namespaced(cluster), flags = {'no-writes'}}
+redis.register_function{function_name = 'tt8_limit_figures', callback = namespaced(limit_figures),
   flags = {'no-writes'}}

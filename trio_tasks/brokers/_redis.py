@@ -104,6 +104,9 @@ class RedisBroker(Broker):
     :meth:`RedisNode.quarantine <._redis_node.RedisNode.quarantine>`).
     """
 
+    #: Every submission is a round trip to Redis (see :attr:`Broker.enqueue_waits`).
+    enqueue_waits = True
+
     def __init__(
         self,
         url: str = "redis://localhost:6379/0",

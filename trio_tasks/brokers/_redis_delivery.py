@@ -123,17 +123,20 @@ class Deliveries:
     async def _shielded_enqueue(
         self, entries: list[tuple[Job, float | None]], batch: list[_Waiter]
     ) -> EnqueueResult:
-        # Leasing for idle workers: once sent, the call must come back, as a fetch must.
         node = self.node
-        with trio.CancelScope(shield=bool(batch)):
-            result = await node.scripts.enqueue(
-                self.max_concurrency,
-                entries,
-                now=node.now(),
-                lease_ms=node.lease_ms,
-                node=node.node_id,
-                workers=[w.worker_id for w in batch],
-            )
+        call = node.scripts.enqueue(
+            self.max_concurrency,
+            entries,
+            now=node.now(),
+            lease_ms=node.lease_ms,
+            node=node.node_id,
+            workers=[w.worker_id for w in batch],
+        )
+        if not batch:
+            return await call  # nothing leased: no scope (a producer's every submission)
+        # Leasing for idle workers: once sent, the call must come back, as a fetch must.
+        with trio.CancelScope(shield=True):
+            result = await call
         return result
 
     def _hand_over(self, batch: list[_Waiter], leases: Leases) -> int:

@@ -16,8 +16,8 @@ from .._job import Priority
 #: The Lua library (``#!lua name=...`` in ``_redis.lua``) and the prefix of its functions.
 #: Both change together whenever the functions change incompatibly, so nodes of two versions
 #: sharing one Redis never call each other's code.
-LIBRARY_NAME = "trio_tasks_7"
-FUNCTION_PREFIX = "tt7_"
+LIBRARY_NAME = "trio_tasks_8"
+FUNCTION_PREFIX = "tt8_"
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 

@@ -192,7 +192,19 @@ class RedisLink:
 
     async def once(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call`` once; a transient error becomes :class:`BrokerUnavailable`."""
-        return await self.retry(call, budget=0.0)
+        # retry() with no budget, without its loop and clock: every submission comes here.
+        if self.closed:
+            raise BrokerUnavailable("the Redis broker is not running")
+        try:
+            result = await call()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self.failed(exc)
+            raise BrokerUnavailable(self.reason or "redis unreachable") from None
+        if self._up_since is None or self.reason is not None:
+            self.succeeded()  # else nothing to record: it answered before, too
+        return result
 
     async def retry(self, call: Callable[[], Awaitable[T]], *, budget: float | None = None) -> T:
         """Run ``call`` until it gets an answer, pausing with backoff after transient errors.

@@ -182,8 +182,9 @@ class RedisNode:
         first: dict[str, Job] = {}
         for job, entry in zip(jobs, entries, strict=True):
             if entry == 1:
+                # The job itself: this broker keeps no reference to it (Redis has the record).
                 first[job.id] = job
-                admissions.append(Admission(snapshot(job), True))
+                admissions.append(Admission(job, True))
             elif isinstance(entry, int):
                 admissions.append(Admission(snapshot(first[job.id]), False))
             else:

@@ -21,11 +21,13 @@ from .._job import RECORD_FIELDS, Job, JobStatus, requeued
 from .._limits import DispatchRules, LimitFigures, TypeLimit
 from ._redis_client import Client, RedisClient
 from ._redis_codec import (
+    NEW_JOB_FIELDS,
     NO_LEASES,
     Corrupt,
     Leases,
     decode_job,
     encode_job,
+    encode_new_job,
     ms,
     num,
     parse_leases,
@@ -40,11 +42,22 @@ _loads = json.loads
 
 #: Where ``_redis.lua`` has the record's fields put in (``local FIELDS = {...}``).
 FIELDS_PLACEHOLDER = "--[[RECORD_FIELDS]]"
+#: Where ``_redis.lua`` has the names of its keys put in (``local KEY_NAMES = {...}``).
+KEYS_PLACEHOLDER = "--[[KEY_NAMES]]"
+#: Where ``_redis.lua`` has the fields of every new record put in (``local NEW_FIELDS``).
+NEW_FIELDS_PLACEHOLDER = "--[[NEW_JOB_FIELDS]]"
+_NEW = len(NEW_JOB_FIELDS)
 
 
 def library_code() -> str:
-    """The source of ``_redis.lua``, with its ``FIELDS`` list made from :data:`RECORD_FIELDS`."""
+    """The source of ``_redis.lua``, with its ``FIELDS`` list made from :data:`RECORD_FIELDS`,
+    its ``NEW_FIELDS`` from :data:`NEW_JOB_FIELDS` and its ``KEY_NAMES`` from
+    :attr:`RedisKeys.script_keys` (after the prefix)."""
     code = resources.files(__package__).joinpath("_redis.lua").read_text(encoding="utf-8")
+    keys = RedisKeys.for_namespace("x")
+    names = [key.removeprefix(keys.prefix) for key in keys.script_keys]
+    code = code.replace(KEYS_PLACEHOLDER, ", ".join(f"'{name}'" for name in names))
+    code = code.replace(NEW_FIELDS_PLACEHOLDER, ", ".join(f"'{name}'" for name in NEW_JOB_FIELDS))
     return code.replace(FIELDS_PLACEHOLDER, ", ".join(f"'{name}'" for name in RECORD_FIELDS))
 
 
@@ -157,7 +170,9 @@ class RedisScripts:
         self.keys = keys
         self.max_bytes = max_bytes
         self._code = library_code()
-        self._script_keys = list(keys.script_keys)
+        # One key of the namespace: Redis Cluster routes by it; the functions build the
+        # others from the prefix (``namespaced`` in ``_redis.lua``).
+        self._script_keys = [keys.script_keys[0]]
         self._prefix = keys.prefix
         self._replicas = 0
         self._replica_timeout_ms = 1000
@@ -313,11 +328,17 @@ class RedisScripts:
         args = [str(limit), num(now), str(lease_ms), node, self._aging, str(len(workers))]
         args += [_dumps(worker) for worker in workers]
         for job, score in jobs:
-            fields = encode_job(job)
-            args += [job.id, str(int(job.priority)), "" if score is None else num(score)]
-            args.append(str(len(fields) // 2))
-            args += fields
+            values = encode_new_job(job)  # written only where no key is
+            args += (
+                job.id,
+                str(int(job.priority)),
+                "" if score is None else num(score),
+                str((len(values) - _NEW) // 2),
+            )
+            args += values
         reply, acked = await self._confirmed("enqueue", args)
+        if reply == 1:  # one job, created, nothing leased (the short answer)
+            reply = ["ok", [], 1]
         if acked < self._replicas:
             leased = NO_LEASES if reply is None or reply[0] == "full" else parse_leases(reply[1])
             raise self._unconfirmed(acked, leased)
