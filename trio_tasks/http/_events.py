@@ -4,9 +4,11 @@ The format is the contract of ``docs/api.md`` (*Live events*): ``event: <name>``
 ``data:`` line of JSON per event, a ``: keep-alive`` comment after :data:`KEEP_ALIVE` seconds
 without traffic. Events come from the processor's :class:`~trio_tasks._events.EventHub`; each
 stream reads its own bounded :class:`~trio_tasks._events.Subscription`, so a slow client is
-dropped and never slows the workers. ``GET /events`` sends the events of each tick
-(:data:`~trio_tasks._events.TICK`, 50 ms) as one chunk that every stream with the same filters
-shares; ``GET /jobs/{id}/events`` sends each event of its job at once. Every wait of a stream
+dropped and never slows the workers. ``GET /events`` sends the events of each tick (50 ms,
+longer with many readers: :meth:`~trio_tasks._events.EventHub.tick_length`) as one chunk that
+every stream with the same filters shares, compressed once for all of them when the client
+takes ``deflate`` (:mod:`._deflate`); ``GET /jobs/{id}/events`` sends each event of its job at
+once. Every wait of a stream
 ends when the server stops (:meth:`ApiState.stop_waiting`) or the processor stops (the hub
 closes), and the stream then ends cleanly.
 
