@@ -167,12 +167,17 @@ async def test_the_processor_logs_its_jobs_as_json(
     assert records["job completed"]["duration"].endswith("s")
 
 
-def test_structlog_imported_after_json_logging_was_configured_gets_the_same_lines() -> None:
+@pytest.mark.parametrize("probed", [False, True])
+def test_structlog_imported_after_json_logging_was_configured_gets_the_same_lines(
+    probed: bool,
+) -> None:
     # A worker configures its JSON lines without importing structlog; a handler's module that
     # imports it later must still log through the configured pipeline (and the standard
-    # library's records go into the same lines either way).
-    code = """if True:
-        import io, logging, sys
+    # library's records go into the same lines either way), also when something looked for
+    # structlog first without importing it.
+    probe = "importlib.util.find_spec('structlog')" if probed else "None"
+    code = f"""if True:
+        import importlib.util, io, logging, sys
         from trio_tasks._logging import configure_logging
         from trio_tasks._log import library_logger
         out = io.StringIO()
@@ -180,6 +185,7 @@ def test_structlog_imported_after_json_logging_was_configured_gets_the_same_line
         library_logger().info("from trio-tasks", n=1)
         logging.getLogger("app").warning("from logging %s", 2)
         before = "structlog" in sys.modules
+        {probe}
         import structlog
         structlog.get_logger("app").info("from structlog", n=3)
         structlog.get_logger("app").debug("below the level")

@@ -27,9 +27,10 @@ on >{password} resetkeys ~tt:{{billing}}:* resetchannels &tt:{{billing}}:* -@all
 +hello +client|setname +select +ping
 +fcall +function|load +wait +blpop +subscribe +unsubscribe +punsubscribe
 +get +set +incr +del +exists +type +rename +copy +pexpire +time
-+hget +hmget +hgetall +hset +hdel +hexists +hincrby
-+lpush +rpush +lpop +lrem +llen +ltrim
-+zadd +zrem +zcard +zscore +zrange +zrevrange +zrangebyscore +zremrangebyscore
++hget +hmget +hgetall +hset +hdel +hexists +hincrby +hkeys
++lpush +rpush +lpop +lrem +llen +ltrim +lindex
++zadd +zrem +zcard +zcount +zscore +zrange +zrevrange +zrangebyscore +zremrangebyscore
++zpopmin +persist
 +publish
 """
 

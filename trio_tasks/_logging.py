@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from importlib.machinery import PathFinder
 from types import ModuleType
 from typing import Any, TextIO
 
@@ -124,25 +123,49 @@ class _ConfigureOnImport:
             cls.pending = None
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        """The spec of ``structlog`` whose loading ends by configuring it; ``None`` for any
-        other module (the next finders find it)."""
+        """The spec of ``structlog`` as the other finders find it, with a loader that
+        configures it once it has run; ``None`` for any other module."""
         if name != "structlog":
             return None
-        _ConfigureOnImport.cancel()
-        spec = PathFinder.find_spec(name, path, target)
-        loader = None if spec is None else spec.loader
-        if spec is None or loader is None:
+        spec = None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(name, path, target)
+            if spec is not None:
+                break
+        if spec is None or spec.loader is None:
             return spec
-        execute = loader.exec_module
-        configure = self._configure
-
-        def exec_then_configure(module: ModuleType) -> None:
-            execute(module)
-            configure(module)
-
-        # The loader was made for this spec alone: its method is replaced for this load only.
-        loader.exec_module = exec_then_configure  # type: ignore[method-assign]
+        # Configured when the module is run, not when it is looked for: a mere look
+        # (importlib.util.find_spec) must not use the configuration up.
+        spec.loader = _ThenConfigure(spec.loader, self)
         return spec
+
+    def loaded(self, module: ModuleType) -> None:
+        """structlog has just been run: configure it, if this is still what is pending."""
+        if _ConfigureOnImport.pending is self:
+            _ConfigureOnImport.cancel()
+            self._configure(module)
+
+
+class _ThenConfigure:
+    """A module's loader, with :meth:`_ConfigureOnImport.loaded` after it runs the module;
+    everything else is the wrapped loader's."""
+
+    def __init__(self, loader: Any, finder: _ConfigureOnImport) -> None:
+        self._loader = loader
+        self._finder = finder
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        self._finder.loaded(module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
 
 
 class _StructlogHandler(logging.Handler):
