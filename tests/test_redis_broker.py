@@ -720,3 +720,33 @@ async def test_a_waiter_takes_the_final_record_from_the_announcement(redis_url: 
                 await worker.complete(delivery, {"answer": 42})
     assert final[0].status is JobStatus.COMPLETED
     assert final[0].result == {"answer": 42}
+
+
+async def test_a_node_refuses_to_start_beside_live_nodes_of_an_older_version(
+    redis_url: str,
+) -> None:
+    # A version 7 node takes version 8 records for corrupt and fails their jobs: no rolling
+    # upgrade across versions. Its registry entry has no "library" (version 7 wrote none).
+    keys = RedisBroker(redis_url).keys
+    async with raw_client(redis_url) as raw:
+        deadline = int(time.time() * 1000) + 60_000
+        await raw.zadd(keys.nodes, {"old-node": deadline})
+        old = '{"id":"old-node","seen_at":0,"workers":[],"counters":{}}'
+        await raw.set(f"{keys.prefix}node:old-node", old, px=60_000)
+        with trio.fail_after(20):
+            refused = pytest.RaisesExc(InvalidValue, match="older trio-tasks.*old-node.*stop them")
+            with pytest.RaisesGroup(refused, flatten_subgroups=True):
+                async with node(recording_registry([]), redis_url, workers=1):
+                    pass  # pragma: no cover - refused before it runs
+        # Once the old node is gone, the new one starts, and its own entry names its version.
+        await raw.delete([f"{keys.prefix}node:old-node"])
+        await raw.zrem(keys.nodes, ["old-node"])
+        runs: list[str] = []
+        with trio.fail_after(20):
+            async with node(recording_registry(runs), redis_url, workers=1) as p:
+                job = await p.submit("noop")
+                assert (await p.wait(job.id)).status is JobStatus.COMPLETED
+                entry = await raw.get(f"{keys.prefix}node:{p.broker.node_id}")
+                assert entry is not None
+                assert '"library":8' in entry
+        assert runs == [job.id]

@@ -53,7 +53,7 @@ from ._redis_client import make_client
 from ._redis_codec import Corrupt, encode_json, node_view, num
 from ._redis_delivery import Deliveries
 from ._redis_events import relay_events
-from ._redis_keys import RedisKeys
+from ._redis_keys import LIBRARY_VERSION, RedisKeys
 from ._redis_link import RedisLink, parse_redis_url
 from ._redis_node import RedisNode
 from ._redis_scripts import OutcomeKind
@@ -224,10 +224,13 @@ class RedisBroker(Broker):
         async with trio.open_nursery() as nursery:
             self._node.nursery = nursery
             self._link.closed = False
+            older: list[str] = []
             with trio.move_on_after(self._redis.connect_timeout):
                 try:
                     await self._link.once(self._scripts.load)
-                    await background.beat()  # in the node registry at once
+                    older = await self._older_nodes()
+                    if not older:
+                        await background.beat()  # in the node registry at once
                 except BrokerUnavailable as exc:
                     if self._link.refused:
                         # A wrong password does not fix itself: stop with one clear line.
@@ -237,6 +240,13 @@ class RedisBroker(Broker):
                     self._node.log.warning("redis unreachable at start-up", error=exc.reason)
                 except Exception as exc:
                     self._link.task_failed("start-up", exc)
+            if older:
+                # An older node takes this version's records for corrupt and fails their jobs.
+                raise InvalidValue(
+                    f"nodes of an older trio-tasks are running in namespace "
+                    f"{self.namespace!r} ({', '.join(older[:5])}): stop them before starting "
+                    f"this version (docs/redis.md, The Lua library)"
+                )
             await nursery.start(background.listen)
             hub = getattr(self._node.host, "events", None)  # the processor's live job events
             if hub is not None:
@@ -252,6 +262,15 @@ class RedisBroker(Broker):
                 lease=self.lease,
             )
             task_status.started()
+
+    async def _older_nodes(self) -> list[str]:
+        """The ids of the live nodes of an older library version in this namespace."""
+        _, infos = await self._link.once(self._scripts.cluster)
+        return [
+            str(info.get("id"))
+            for info in infos
+            if not isinstance(info.get("library"), int) or info["library"] < LIBRARY_VERSION
+        ]
 
     def health(self) -> str | None:
         """Why Redis cannot be used right now, or ``None``."""

@@ -21,6 +21,7 @@ import trio
 from .._errors import BrokerUnavailable, JobNotFound, ShuttingDown
 from .._job import Job
 from ._redis_codec import Corrupt, decode_job_array, encode_json
+from ._redis_keys import LIBRARY_VERSION
 from ._redis_link import cancelled_part, is_transient
 from ._redis_node import RedisNode
 
@@ -59,6 +60,7 @@ class Background:
         return json.dumps(
             {
                 "id": node.node_id,
+                "library": LIBRARY_VERSION,
                 "seen_at": node.now(),
                 "workers": [attrs.asdict(w) for w in host.workers()],
                 "counters": host.counters(),

@@ -18,6 +18,9 @@ from .._job import Priority
 #: sharing one Redis never call each other's code.
 LIBRARY_NAME = "trio_tasks_8"
 FUNCTION_PREFIX = "tt8_"
+#: The library's version, in every node's registry entry (``library``; entries without it are
+#: of a node older than version 8).
+LIBRARY_VERSION = 8
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
