@@ -1,12 +1,16 @@
-"""The harness's private ``redis-server`` and a tiny blocking RESP client (stdlib only).
+"""The harness's private ``redis-server`` and a tiny blocking RESP client.
 
-The server itself is :func:`bench._servers.redis_server`, shared with ``python -m bench``.
+The server itself is :func:`bench._servers.redis_server`, shared with ``python -m bench``; the
+client packs and parses with trio-tasks' own RESP code (:mod:`trio_tasks.brokers._redis_wire`).
 """
 
 from __future__ import annotations
 
 import socket
 from typing import Any
+
+from trio_tasks.brokers._redis_wire import Incomplete, ReplyParser
+from trio_tasks.brokers._redis_wire import command as pack_command
 
 from .._servers import redis_server
 
@@ -15,27 +19,21 @@ __all__ = ["command", "cpu_seconds", "info", "redis_server", "version"]
 
 def command(port: int, *args: str, timeout: float = 10.0) -> Any:
     """Send one command to the Redis on ``127.0.0.1:port`` and return the parsed reply."""
-    payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+    parser = ReplyParser()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(payload.encode())
-        with sock.makefile("rb") as reader:
-            return _parse_reply(reader)
-
-
-def _parse_reply(reader: Any) -> Any:
-    line = reader.readline().rstrip(b"\r\n")
-    kind, rest = line[:1], line[1:].decode()
-    if kind == b"+":
-        return rest
-    if kind == b"-":
-        raise RuntimeError(rest)
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        return None if rest == "-1" else reader.read(int(rest) + 2)[:-2].decode()
-    if kind == b"*":
-        return None if rest == "-1" else [_parse_reply(reader) for _ in range(int(rest))]
-    raise RuntimeError(f"unexpected reply {line!r}")
+        sock.sendall(pack_command(*args))
+        while True:
+            try:
+                reply = parser.next()
+            except Incomplete:
+                data = sock.recv(65536)
+                if not data:
+                    raise RuntimeError("redis-server closed the connection") from None
+                parser.feed(data)
+                continue
+            if isinstance(reply, Exception):
+                raise RuntimeError(str(reply))
+            return reply
 
 
 def info(port: int, section: str) -> dict[str, str]:
