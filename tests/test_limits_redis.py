@@ -10,7 +10,7 @@ from typing import Any
 import coredis
 import pytest
 import trio
-from test_redis_broker import node, running
+from test_redis_broker import node, running, until
 
 from trio_tasks import JobContext, JobStatus, Priority, TaskRegistry
 from trio_tasks._job import Job
@@ -20,17 +20,6 @@ from trio_tasks.brokers._redis import RedisBroker
 from trio_tasks.brokers._redis_link import parse_redis_url
 
 pytestmark = pytest.mark.redis
-
-
-async def until(predicate: Any) -> None:
-    """Wait until ``predicate()`` (sync or async) is true."""
-    while True:
-        value = predicate()
-        if not isinstance(value, bool):
-            value = await value
-        if value:
-            return
-        await trio.sleep(0.01)
 
 
 async def held(broker: RedisBroker, job_type: str, n: int) -> bool:
@@ -75,7 +64,7 @@ async def test_the_concurrency_cap_holds_across_nodes(redis_url: str) -> None:
             node(tasks, redis_url, workers=3) as b,
         ):
             jobs = [await a.submit("capped") for _ in range(10)]
-            await until(lambda: state["running"] >= 2)
+            await until(lambda: state["running"] >= 2, timeout=30)
             # Four workers of the two nodes are free: others' jobs run past the eight held.
             others = [await b.submit("other") for _ in range(4)]
             for job in others:
@@ -172,7 +161,7 @@ async def test_a_node_without_the_limit_removes_it_and_lets_held_jobs_go(
 
                 nursery.start_soon(fetch_second)
                 # "b" is fetched and held: the worker keeps waiting.
-                await until(lambda: held(broker, "t", 1))
+                await until(lambda: held(broker, "t", 1), timeout=20)
                 assert (await broker.limit_figures())["t"] == LimitFigures(1, "5/m", 1, 1)
                 assert not taken
                 # A node whose registry has "t" without limits starts: they are gone, and

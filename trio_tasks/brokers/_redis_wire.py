@@ -425,46 +425,48 @@ class _Connection:
         # The reply cannot be there yet: wait for it at once (no read that would find nothing).
         # Cancelled here or below, the caller closes the connection.
         await trio.lowlevel.wait_readable(fd)
-        while True:
+        while not _take_replies(parser, out, replies):
             try:
-                out.append(parser.next())
-            except Incomplete:
-                try:
-                    data = os.read(fd, 65536)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_readable(fd)
-                    continue
-                if not data:
-                    raise _lost() from None
-                parser.feed(data)
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
                 continue
-            if len(out) == replies:
-                if parser.pending:
-                    raise _protocol_error("after the reply")
-                return out
+            if not data:
+                raise _lost() from None
+            parser.feed(data)
+        return out
 
     async def _request_stream(self, payload: bytes, replies: int) -> list[Any]:
         stream = self.stream
         parser = self.parser
         await stream.send_all(payload)
         out: list[Any] = []
-        while True:
-            try:
-                out.append(parser.next())
-            except Incomplete:
-                data = await stream.receive_some(65536)
-                if not data:
-                    raise _lost() from None
-                parser.feed(data)
-                continue
-            if len(out) == replies:
-                if parser.pending:
-                    raise _protocol_error("after the reply")
-                return out
+        while not _take_replies(parser, out, replies):
+            data = await stream.receive_some(65536)
+            if not data:
+                raise _lost() from None
+            parser.feed(data)
+        return out
 
     def close(self) -> None:
         """Close at once (no graceful TLS close: the peer is not waited for)."""
         self._socket.close()
+
+
+def _take_replies(parser: ReplyParser, out: list[Any], replies: int) -> bool:
+    """Move the replies ``parser`` has whole into ``out``; whether all ``replies`` are there.
+
+    Raises:
+        ConnectionError: bytes follow the last reply (the connection is out of step).
+    """
+    while len(out) < replies:
+        try:
+            out.append(parser.next())
+        except Incomplete:
+            return False
+    if parser.pending:
+        raise _protocol_error("after the reply")
+    return True
 
 
 def _lost() -> Exception:
