@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import compileall
+import functools
 import os
 import shutil
 import socket
@@ -16,7 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-_compiled = False
+@functools.cache
+def _compile_tree() -> None:
+    # Once per benchmark process, as pip compiles an installed package once.
+    for folder in ("trio_tasks", "bench"):
+        compileall.compile_dir(ROOT / folder, quiet=1)
 
 
 def process_env(**extra: str) -> dict[str, str]:
@@ -27,13 +33,7 @@ def process_env(**extra: str) -> dict[str, str]:
     (``compileall``), and ``PYTHONDONTWRITEBYTECODE`` is dropped: with it set (some machines
     set it) every process would compile trio-tasks' sources again as it starts, ~100 ms that no
     installed peer pays."""
-    global _compiled
-    if not _compiled:
-        import compileall
-
-        for folder in ("trio_tasks", "bench"):
-            compileall.compile_dir(ROOT / folder, quiet=1)
-        _compiled = True
+    _compile_tree()
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     path = env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)
