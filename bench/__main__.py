@@ -250,6 +250,7 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         for key, label in (
             ("events_one", "  same, 1 client"),
             ("events_plain", f"  same, {events['clients']} clients without compression"),
+            ("events_full", f"  same, {events['clients']} clients of full records (detail=full)"),
             ("job_events", f"  same, {events['clients']} clients on one job's events each"),
         ):
             row(

@@ -5,11 +5,12 @@ The server runs no-op jobs submitted in batches over HTTP (``POST /jobs/batch``)
 process; the jobs completed per second come from ``GET /stats``. The SSE clients run in a
 process of their own (``python -m bench._events clients …``): raw Trio sockets that read
 everything and count what they got (a dropped client would lighten the server's load: the run
-reports drops). Runs with and without clients are interleaved, ``ROUNDS`` times; the figures
-are medians. The clients ask for ``deflate`` as browsers do (one of them decodes everything;
-the others only read, as a remote client's work is not this machine's); other measures have one
-such client, 100 that take no compression, and 100 that follow one job each
-(``GET /jobs/{id}/events``).
+reports drops). Each measure with clients follows a run without, and its ratio is to that run
+(the server slows a little as a run goes on); ``ROUNDS`` rounds, the figures are medians. The
+clients ask for ``deflate`` as browsers do (one of them decodes everything; the others only
+read, as a remote client's work is not this machine's); other measures have one such client,
+100 that take no compression, 100 that ask for every event whole (``?detail=full``), and 100
+that follow one job each (``GET /jobs/{id}/events``).
 """
 
 from __future__ import annotations
@@ -102,12 +103,14 @@ def _submit_followed(port: int, count: int) -> list[str]:
         return [item["job_id"] for item in json.loads(answer.read())["jobs"]]
 
 
-#: The measures with clients: (key, number of clients, path kind, Accept-Encoding).
+#: The measures with clients: (key, number of clients, path, Accept-Encoding); the path
+#: ``None`` is one job's stream per client.
 MEASURES = (
-    ("events", CLIENTS, "all", "deflate"),
-    ("events_one", 1, "all", "deflate"),
-    ("events_plain", CLIENTS, "all", "identity"),
-    ("job_events", CLIENTS, "job", "deflate"),
+    ("events", CLIENTS, "/events", "deflate"),
+    ("events_one", 1, "/events", "deflate"),
+    ("events_plain", CLIENTS, "/events", "identity"),
+    ("events_full", CLIENTS, "/events?detail=full", "deflate"),
+    ("job_events", CLIENTS, None, "deflate"),
 )
 
 
@@ -121,14 +124,19 @@ def run(quick: bool = False) -> dict[str, Any]:
     window = 2.0 if quick else WINDOW
     port = free_port()
     samples: dict[str, list[dict[str, Any]]] = {"none": [], **{m[0]: [] for m in MEASURES}}
+    # The run without clients just before each measure: the server slows a little as a run
+    # goes on (its heap grows), so each ratio compares neighbours.
+    before: dict[str, list[dict[str, Any]]] = {m[0]: [] for m in MEASURES}
     clients: dict[str, list[dict[str, Any]]] = {m[0]: [] for m in MEASURES}
     with running(serve_argv(), port, serve_env(port)):
         _throughput(port, 1.0)  # warm-up
         followed = [f"/jobs/{job_id}/events" for job_id in _submit_followed(port, CLIENTS)]
         for _ in range(rounds):
-            samples["none"].append(_throughput(port, window))
-            for key, count, kind, encoding in MEASURES:
-                paths = followed[:count] if kind == "job" else ["/events"] * count
+            for key, count, path, encoding in MEASURES:
+                none = _throughput(port, window)
+                samples["none"].append(none)
+                before[key].append(none)
+                paths = followed[:count] if path is None else [path] * count
                 sse = _start_clients(port, paths, encoding)
                 try:
                     samples[key].append(_throughput(port, window))
@@ -140,7 +148,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     for key, *_ in MEASURES:
         results[f"{key}_ratio"] = statistics.median(
             e["jobs_per_s"] / n["jobs_per_s"]
-            for e, n in zip(samples[key], samples["none"], strict=True)
+            for e, n in zip(samples[key], before[key], strict=True)
         )
         # What the server sent all the clients together per second (on the wire, and the
         # text before compression as one client saw it), and any drop.

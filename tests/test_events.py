@@ -17,7 +17,9 @@ import trio.testing
 
 import trio_tasks
 from trio_tasks._cli_client import Progress, render
+from trio_tasks._event_json import SUMMARY_FIELDS
 from trio_tasks._events import progress_event, state_event
+from trio_tasks._job import job_to_json
 from trio_tasks.brokers._redis_events import decode
 from trio_tasks.http import create_app
 from trio_tasks.http._events import DROP_GRACE, KEEP_ALIVE
@@ -206,14 +208,15 @@ async def test_events_of_every_job_filtered(
     registry, gate = progress_registry()
     async with make_processor(registry, workers=2) as processor:
         client = create_app(processor).test_client()
-        for query in ("status=bogus", "priority=9", "priority=bogus"):
+        for query in ("status=bogus", "priority=9", "priority=bogus", "detail=most"):
             bad = await client.get(f"/events?{query}")
             assert bad.status_code == 400, query
             assert "error" in await bad.get_json()
+        # detail=full: every event, each state the job's whole record.
         async with (
-            stream(client, "/events") as every,
-            stream(client, "/events?type=work&priority=high") as high_work,
-            stream(client, "/events?status=completed") as completed,
+            stream(client, "/events?detail=full") as every,
+            stream(client, "/events?type=work&priority=high&detail=full") as high_work,
+            stream(client, "/events?status=completed&detail=FULL") as completed,
         ):
             for events in (every, high_work, completed):
                 assert await events.next() == ("hello", {"node": processor.broker.node_id})
@@ -235,6 +238,73 @@ async def test_events_of_every_job_filtered(
             states = [data for name, data in completed_seen if name == "state"]
             assert {data["status"] for data in states} == {"completed"}
             assert {data["id"] for data in states} == {low.id, high.id, quick.id}
+            assert all(list(data) == list(job_to_json(low)) for data in states)
+        processor.shutdown(grace=0)
+
+
+async def until_final(events: Stream, job_ids: set[str]) -> list[tuple[str, Any]]:
+    """The events of ``events`` up to the final states of ``job_ids``."""
+    seen: list[tuple[str, Any]] = []
+    ended: set[str] = set()
+    while not job_ids <= ended:
+        name, data = await events.next()
+        seen.append((name, data))
+        if name == "state" and data["status"] in ("completed", "failed", "cancelled"):
+            ended.add(data["id"])
+    return seen
+
+
+async def test_events_of_every_job_are_summaries_of_each_jobs_newest_state(
+    make_processor: Any, behaviour_clock: trio.testing.MockClock | None
+) -> None:
+    registry, gate = progress_registry()
+    async with make_processor(registry, workers=3) as processor:
+        client = create_app(processor).test_client()
+        async with (
+            stream(client, "/events") as every,
+            stream(client, "/events?type=work&priority=high&detail=summary") as high_work,
+            stream(client, "/events?status=running") as running,
+        ):
+            for events in (every, high_work, running):
+                assert await events.next() == ("hello", {"node": processor.broker.node_id})
+            low = await processor.submit("work", priority="low", payload={"fail": True})
+            high = await processor.submit("work", priority="high")
+            quick = await processor.submit("quick", priority="high")
+            await processor.wait(quick.id)
+            gate.set()
+            for job in (low, high):
+                await processor.wait(job.id)
+            every_seen = await until_final(every, {low.id, high.id, quick.id})
+            states = [data for name, data in every_seen if name == "state"]
+            # A summary: the fields a table shows, not the payload, result nor earlier errors.
+            assert all(tuple(data) == SUMMARY_FIELDS for data in states)
+            final = {data["id"]: data for data in states}
+            done = await processor.get(high.id)
+            assert final[high.id] == {
+                name: value for name, value in job_to_json(done).items() if name in SUMMARY_FIELDS
+            }
+            assert final[low.id]["status"] == "failed"
+            assert final[low.id]["error"] == {"message": "asked to", "type": "RuntimeError"}
+            # The newest progress of each job comes before its final state.
+            progress = [data for name, data in every_seen if name == "progress"]
+            last = {data["job_id"]: data["progress"] for data in progress}
+            assert last[high.id] == {"done": 2, "of": 2}
+            assert final[high.id]["progress"] == {"done": 2, "of": 2}
+            # A status never goes back: each job's states in the order of its life.
+            order = ["pending", "running", "failed", "completed"]
+            for job in (low, high, quick):
+                mine = [order.index(d["status"]) for d in states if d["id"] == job.id]
+                assert mine == sorted(mine), (job.id, mine)
+            high_seen = await until_final(high_work, {high.id})
+            assert {data.get("id", data.get("job_id")) for _, data in high_seen} == {high.id}
+            # The status filter: the newest *running* state of each job that ran (never their
+            # later states), and progress of any.
+            seen_running: dict[str, Any] = {}
+            while set(seen_running) != {low.id, high.id, quick.id}:
+                name, data = await running.next()
+                if name == "state":
+                    assert data["status"] == "running"
+                    seen_running[data["id"]] = data
         processor.shutdown(grace=0)
 
 

@@ -131,11 +131,10 @@ async def test_a_client_that_takes_deflate_gets_the_stream_compressed() -> None:
             while not any(d.get("status") == "completed" for _, d in seen):
                 seen += frames(decompressor.decompress(await connection.receive()))
             assert {d.get("id", d.get("job_id")) for _, d in seen} == {job.id}
-            assert [d["status"] for name, d in seen if name == "state"] == [
-                "pending",
-                "running",
-                "completed",
-            ]
+            # Summaries of the job's newest state per tick: some of these, in this order.
+            statuses = [d["status"] for name, d in seen if name == "state"]
+            assert statuses[-1] == "completed"
+            assert statuses == [s for s in ("pending", "running", "completed") if s in statuses]
             # At the stop, the stream ends with a final block and a checksum that holds.
             processor.shutdown(grace=0)
             rest = b"".join(await read_all(connection))

@@ -19,6 +19,8 @@ import httpx
 import pytest
 from _server import ROOT, ServerProcess
 
+from trio_tasks._event_json import SUMMARY_FIELDS
+
 pytestmark = pytest.mark.slow
 
 TESTS = Path(__file__).parent
@@ -98,8 +100,10 @@ def test_a_client_of_one_node_follows_a_job_running_on_another(
         )
         b = stack.enter_context(ServerProcess(env={**ENV, "BROKER_URL": redis_url}))
         a_url, b_url = a.wait_ready(20), b.wait_ready(20)
-        every_on_a = Follower(f"{a_url}/events")
-        every_on_b = Follower(f"{b_url}/events")
+        # Every event of every job, whole (detail=full), on both nodes; summaries on node A.
+        every_on_a = Follower(f"{a_url}/events?detail=full")
+        every_on_b = Follower(f"{b_url}/events?detail=full")
+        summaries_on_a = Follower(f"{a_url}/events")
         hello_a = every_on_a.wait_for(lambda name, data: name == "hello")[1]
         hello_b = every_on_b.wait_for(lambda name, data: name == "hello")[1]
         assert hello_a["node"] != hello_b["node"]
@@ -163,12 +167,25 @@ def test_a_client_of_one_node_follows_a_job_running_on_another(
             if follower is every_on_b:
                 expected.append(["running", "completed"])
             assert statuses in expected, statuses
+        # The default stream of node A: summaries of node B's states, never one going back.
+        summaries_on_a.wait_for(
+            lambda name, data: (
+                name == "state" and data["id"] == job_id and data["status"] == "completed"
+            )
+        )
+        summaries = [d for n, d in summaries_on_a.seen if n == "state" and d["id"] == job_id]
+        assert all(tuple(d) == SUMMARY_FIELDS for d in summaries)
+        order = ["pending", "running", "completed"]
+        ranks = [order.index(d["status"]) for d in summaries]
+        assert ranks == sorted(ranks), summaries
+        assert summaries[-1]["progress"] == 1.0
         for node in (a, b):
             node.send_signal(signal.SIGTERM)
         for node in (a, b):
             assert node.wait_exit(20) == 0
         every_on_a.join()
         every_on_b.join()
+        summaries_on_a.join()
 
 
 def test_every_stream_ends_cleanly_at_sigterm(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import trio.testing
 from test_events import stream
 
 import trio_tasks
-from trio_tasks._event_json import FIELD_NAMES, fast_time, job_record
+from trio_tasks._event_json import FIELD_NAMES, SUMMARY_FIELDS, fast_time, job_record
 from trio_tasks._events import TICK
 from trio_tasks._job import JOB_FIELDS, format_time, job_to_json
 from trio_tasks.http import create_app
@@ -53,12 +53,13 @@ def frames(chunk: bytes) -> list[tuple[str, Any]]:
     return found
 
 
+@pytest.mark.parametrize("detail", ["summary", "full"])
 async def test_the_events_of_one_tick_arrive_in_one_chunk_in_order(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, detail: str
 ) -> None:
     async with trio_tasks.open_processor(quick_registry(), workers=2) as processor:
         client = create_app(processor).test_client()
-        async with stream(client, "/events") as every:
+        async with stream(client, f"/events?detail={detail}") as every:
             assert (await every.next())[0] == "hello"
             submitted_at = trio.current_time()
             jobs = [a.job for a in await processor.submit_many(
@@ -68,11 +69,21 @@ async def test_the_events_of_one_tick_arrive_in_one_chunk_in_order(
             # Woken once, at the end of the tick, with all of it.
             assert trio.current_time() - submitted_at == pytest.approx(TICK)
             seen = frames(chunk)
-            assert len(seen) == 5 * 3
-            for job in jobs:
-                statuses = [d["status"] for name, d in seen if d["id"] == job.id]
-                assert statuses == ["pending", "running", "completed"]
-            assert [d["id"] for _, d in seen[:5]] == [job.id for job in jobs]
+            if detail == "full":
+                # Every change, in order, each the job's whole record.
+                assert len(seen) == 5 * 3
+                for job in jobs:
+                    statuses = [d["status"] for name, d in seen if d["id"] == job.id]
+                    assert statuses == ["pending", "running", "completed"]
+                assert [d["id"] for _, d in seen[:5]] == [job.id for job in jobs]
+                assert all("payload" in d for _, d in seen)
+            else:
+                # The newest state of each job, in the order they reached it.
+                assert [d["status"] for _, d in seen] == ["completed"] * 5
+                assert sorted(d["id"] for _, d in seen) == sorted(job.id for job in jobs)
+                ends = [d["completed_at"] for _, d in seen]
+                assert ends == sorted(ends)
+                assert all(tuple(d) == SUMMARY_FIELDS for _, d in seen)
         processor.shutdown(grace=0)
 
 
@@ -160,10 +171,10 @@ async def test_a_reader_that_falls_behind_across_ticks_is_dropped(
     hub = trio_tasks.Processor(trio_tasks.TaskRegistry()).events
     hub.max_events = 40
     reader, stuck = hub.subscribe(), hub.subscribe()
-    job = a_job(1)
+    jobs = [a_job(number) for number in range(10)]
     for tick in range(10):
-        for step in range(10):
-            job.progress = tick * 10 + step
+        for job in jobs:
+            job.progress = tick
             hub.on_job_event("progress", job)
         assert len(frames(await reader.next_chunk())) == 10
     assert stuck.dropped

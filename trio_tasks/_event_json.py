@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -135,3 +136,96 @@ def fast_time(timestamp: float | None) -> str | None:
         _TIMES.clear()
     _TIMES[timestamp] = text
     return text
+
+
+_from_timestamp = datetime.fromtimestamp
+
+#: The fields of a job's *summary*, the ``data`` of a ``state`` event on ``GET /events`` (the
+#: default detail): what a dashboard's tables show. The rest (payload, result, meta, earlier
+#: errors, timestamps but two) is ``GET /jobs/{id}``'s.
+SUMMARY_FIELDS = (
+    "id",
+    "type",
+    "priority",
+    "status",
+    "attempts",
+    "max_attempts",
+    "progress",
+    "created_at",
+    "completed_at",
+    "error",
+)
+#: About the bytes a summary's values take while held (besides the id, type, error message and
+#: a progress that is not a number): for the bound on what the hub holds.
+SUMMARY_SIZE = 256
+_SCALARS = frozenset({float, int, bool, type(None)})
+
+
+def progress_fragment(progress: Any) -> tuple[Any, int]:
+    """``progress`` as it may be held until a summary is encoded, and its size in bytes.
+
+    A number (the common case) is held as it is. Any other value (a dict, a long text) is
+    encoded now: it may be large, the bound on what the hub holds must count it, and a worker
+    may change a mutable value later (a summary shows the value of its moment).
+    """
+    if type(progress) in _SCALARS:
+        return progress, 0
+    encoded = dumps(progress)
+    return orjson.Fragment(encoded), len(encoded)
+
+
+def summary_bytes(
+    job_id: str, job_type: str, priority: str, status: str, values: tuple[Any, ...]
+) -> bytes:
+    """The summary (:data:`SUMMARY_FIELDS`) of a job, as JSON. ``values`` are the job's
+    ``attempts``, ``max_attempts``, ``progress`` (see :func:`progress_fragment`),
+    ``created_at``, ``completed_at`` (POSIX seconds) and ``error`` (a ``JobError`` or ``None``)
+    when the summary was taken."""
+    attempts, max_attempts, progress, created, completed, error = values
+    # Timestamps as datetimes that orjson formats: the text of format_time (the job's JSON),
+    # several times faster than formatting them here (a summary's are rarely seen twice).
+    try:
+        return orjson.dumps(
+            {
+                "id": job_id,
+                "type": job_type,
+                "priority": priority,
+                "status": status,
+                "attempts": attempts,
+                "max_attempts": max_attempts,
+                "progress": progress,
+                "created_at": _from_timestamp(created, UTC),
+                "completed_at": None if completed is None else _from_timestamp(completed, UTC),
+                "error": None if error is None else {"message": error.message, "type": error.type},
+            },
+            option=orjson.OPT_UTC_Z,
+        )
+    except (orjson.JSONEncodeError, TypeError, ValueError, OverflowError, OSError):
+        pass
+    # A value orjson refuses (an integer progress of more than 64 bits), a time out of range.
+    return dumps(
+        {
+            "id": job_id,
+            "type": job_type,
+            "priority": priority,
+            "status": status,
+            "attempts": attempts,
+            "max_attempts": max_attempts,
+            "progress": progress,
+            "created_at": fast_time(created),
+            "completed_at": fast_time(completed),
+            "error": None if error is None else {"message": error.message, "type": error.type},
+        }
+    )
+
+
+def summary_of_json(data: bytes) -> bytes:
+    """The summary of a job given as its full JSON (another node's event); ``data`` itself if
+    it is not a job's JSON object."""
+    try:
+        record = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
+    if not isinstance(record, dict):
+        return data
+    return dumps({name: record.get(name) for name in SUMMARY_FIELDS})

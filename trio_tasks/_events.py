@@ -3,22 +3,27 @@ for the HTTP event streams (``GET /events``, ``GET /jobs/{id}/events``).
 
 :class:`EventHub` hears the processor's job events (it is one of its listeners, but only while
 someone listens: with no subscriber and no relay publishing it is not in the listener list at
-all, so the workers' hot path pays nothing for it). An event is encoded only when someone takes
-it (a reader of every job, one whose filters it passes, a reader of its job, the relay), once,
-as the frame the streams send.
+all, so the workers' hot path pays nothing for it). It makes of an event only what someone
+takes: a :class:`Change` (a few values, nothing encoded) for the readers of every job, the
+whole :class:`JobEvent` (the job's JSON, encoded once) for the readers of its job, the readers
+of full records and the relay.
 
 The readers of every job's events (``GET /events``) read one shared, bounded log, and read it
 by *ticks*: the first event after a quiet spell opens a tick, and its readers wake once at its
-end and take every event of it at once, as one chunk of text that the hub builds once for all
-the readers with the same filters (readers without filters included): a reader costs a wake-up
-and a send per tick whatever the job rate, and an event costs the same with one reader or a
-hundred. A tick lasts :data:`TICK` seconds, longer with many readers (:data:`TICK_PER_READER`
-each, :data:`MAX_TICK` at most), so that what the readers cost the node stays bounded: a
-hundred dashboards see changes every quarter second instead of every twentieth. A reader of one
-job's events (``GET /jobs/{id}/events``) has a small buffer of its own and wakes at each of its
-job's events (they are few; a progress bar moves at once). When a reader falls behind by more
-than the log (or its buffer) holds it is *dropped* (it ends, its stream says so); a worker never
-waits for a client.
+end and take all of it at once, as one chunk of text that the hub builds once for all the
+readers with the same filters and detail: a reader costs a wake-up and a send per tick whatever
+the job rate, and an event costs the same with one reader or a hundred. By default a chunk
+holds the newest state of each job that changed in the tick, as a *summary* (the fields a
+dashboard shows, encoded when the tick ends: a job that was submitted, ran and ended within it
+is encoded once), and a tick takes at most :data:`SUMMARY_RATE` changes a second: past that
+the rest are counted, not kept, and the chunk says how many (``event: skipped``). A reader of
+full records gets every event whole. A tick lasts :data:`TICK` seconds, longer with many
+readers (:data:`TICK_PER_READER` each, :data:`MAX_TICK` at most), so that what the readers cost
+the node stays bounded: a hundred dashboards see changes twice a second instead of twenty
+times. A reader of one job's events (``GET /jobs/{id}/events``) has a small buffer of its own
+and wakes at each of its job's events (they are few; a progress bar moves at once). When a
+reader falls behind by more than the log (or its buffer) holds it is *dropped* (it ends, its
+stream says so); a worker never waits for a client.
 
 On a shared broker (Redis) a *relay* carries this node's events to the other nodes and theirs to
 this hub (:mod:`trio_tasks.brokers._redis_events`).
@@ -32,12 +37,24 @@ from typing import Any, NamedTuple, Protocol
 
 import trio
 
-from ._event_json import dumps, priority_name, state_parts, status_name
-from ._job import Job, JobStatus
+from ._event_json import (
+    SUMMARY_SIZE,
+    dumps,
+    priority_name,
+    progress_fragment,
+    state_parts,
+    status_name,
+    summary_bytes,
+    summary_of_json,
+)
+from ._job import Job, JobStatus, Priority
 
 #: The kinds of :class:`JobEvent`.
 STATE = "state"
 PROGRESS = "progress"
+#: The kind of the :class:`Change` that counts the changes a tick left out (see
+#: :data:`SUMMARY_RATE`).
+SKIPPED = "skipped"
 #: The processor events (see :data:`trio_tasks._processor.Listener`) that change a job's state.
 STATE_EVENTS = frozenset(
     {"submitted", "started", "completed", "failed", "retried", "cancelled", "requeued", "released"}
@@ -58,11 +75,18 @@ _FINAL = frozenset(s.value for s in JobStatus if s.is_final)
 #: not see 50 ms, and a reader then costs one wake-up and one send per tick, not per event.
 TICK = 0.05
 #: Seconds a tick lasts per reader of every job, when that is longer than :data:`TICK`: a
-#: send costs the node ~60 µs (the HTTP server's layers and the socket), so readers times ticks
-#: per second is what they cost; 2.5 ms each keeps it near 2% of a core up to :data:`MAX_TICK`.
-TICK_PER_READER = 0.0025
-#: The longest tick (reached at 100 readers).
-MAX_TICK = 0.25
+#: send costs the node ~100 µs (the HTTP server's layers, the socket, the bytes), so readers
+#: times ticks per second is what they cost; 5 ms each keeps it near 2% of a core up to
+#: :data:`MAX_TICK`.
+TICK_PER_READER = 0.005
+#: The longest tick (reached at 100 readers): a dashboard still moves twice a second.
+MAX_TICK = 0.5
+#: Changes a second that the summaries of every job's events take, at most (per tick: this
+#: times its length). Past it, the rest of the tick's changes are only counted and the readers
+#: get ``event: skipped`` with their number: a screen does not show thousands of jobs a
+#: second, and what each reader costs the node (the bytes of every job, a hundred times) stays
+#: bounded. Readers of full records get every change.
+SUMMARY_RATE = 2000
 #: Events a subscription may hold before its reader is dropped, and their bytes. An event is
 #: encoded once and shared by every subscription holding it: a hundred readers lagging behind
 #: the same events hold their bytes once. A batch submission (up to 1000 jobs) must fit, and so
@@ -106,6 +130,61 @@ class JobEvent(NamedTuple):
         event, may arrive late).
         """
         return (*self.run, _RANK.get(self.status, 0))
+
+
+class Change(NamedTuple):
+    """One event as the shared log of the readers of every job holds it (see :class:`EventHub`).
+
+    ``kind``, ``job_id``, ``job_type``, ``priority``, ``status`` and ``run`` are the
+    :class:`JobEvent`'s. ``values`` are what a summary of the job needs, taken when the event
+    happened (see :func:`~trio_tasks._event_json.summary_bytes`; ``None`` when only ``event``
+    says it: a progress report, another node's state). ``event`` is the whole
+    :class:`JobEvent` when something needs it (a reader of full records, the relay, a reader of
+    the job; always for progress and for other nodes' events), else ``None``: a summary is far
+    cheaper to take than a full record is to encode. ``size`` is about what it holds, in bytes.
+    """
+
+    kind: str
+    job_id: str
+    job_type: str
+    priority: str
+    status: str
+    run: tuple[int, int]
+    values: Any
+    size: int
+    event: JobEvent | None
+
+    @property
+    def order(self) -> tuple[int, int, int]:
+        """As :attr:`JobEvent.order`."""
+        return (*self.run, _RANK.get(self.status, 0))
+
+    def summary_frame(self) -> bytes:
+        """The frame of this event on a summary stream: a ``state`` event with the job's
+        summary, or the progress event as it is."""
+        values = self.values
+        if values is not None:
+            data = summary_bytes(self.job_id, self.job_type, self.priority, self.status, values)
+            return b"event: state\ndata: %b\n\n" % data
+        event = self.event
+        assert event is not None
+        if self.kind != STATE:
+            return event.text
+        return b"event: state\ndata: %b\n\n" % summary_of_json(event.data)
+
+
+def _change_of(event: JobEvent) -> Change:
+    return Change(
+        event.kind,
+        event.job_id,
+        event.job_type,
+        event.priority,
+        event.status,
+        event.run,
+        None,
+        len(event.text),
+        event,
+    )
 
 
 _HEADS = {STATE: b"event: state\ndata: ", PROGRESS: b"event: progress\ndata: "}
@@ -178,11 +257,15 @@ class Subscription:
     """One reader of events (a stream), with the filters it asked for.
 
     ``job_id``, ``job_type``, ``status`` and ``priority`` select events (``None``: any);
-    ``status`` applies to state events only. A reader of one job reads with :meth:`next_batch`,
-    a reader of every job with :meth:`next_chunk`; :meth:`close` when done. :attr:`dropped` is
-    true once the reader fell too far behind; a subscription ends when dropped, closed, or when
-    the hub closes (the node stops: what it holds is still read). ``on_drop`` is called when it
-    is dropped.
+    ``status`` applies to state events only. A reader of every job gets, for each tick, the
+    newest event of each job that changed in it, its state as a *summary* (see
+    :data:`~trio_tasks._event_json.SUMMARY_FIELDS`), and ``event: skipped`` when the tick took
+    fewer changes than happened (:data:`SUMMARY_RATE`); with ``full`` it gets every event, each
+    state as the job's whole JSON (as :class:`JobEvent`'s ``text``). A reader of one job reads
+    with :meth:`next_batch`, a reader of every job with :meth:`next_chunk`; :meth:`close` when
+    done. :attr:`dropped` is true once the reader fell too far behind; a subscription ends when
+    dropped, closed, or when the hub closes (the node stops: what it holds is still read).
+    ``on_drop`` is called when it is dropped.
     """
 
     __slots__ = (
@@ -194,6 +277,7 @@ class Subscription:
         "dropped",
         "ended",
         "filters",
+        "full",
         "job_id",
         "job_type",
         "on_drop",
@@ -209,13 +293,16 @@ class Subscription:
         job_type: str | None = None,
         status: str | None = None,
         priority: str | None = None,
+        full: bool = False,
     ) -> None:
         self._hub = hub
+        self.full = full
         self.job_id = job_id
         self.job_type = job_type
         self.status = status
         self.priority = priority
-        #: The filters as one value (``None``: none); readers with equal filters share chunks.
+        #: The filters as one value (``None``: none); readers with equal filters (and detail)
+        #: share chunks.
         self.filters = (
             None
             if job_type is None and status is None and priority is None
@@ -239,7 +326,7 @@ class Subscription:
             and (self.status is None or kind != STATE or status == self.status)
         )
 
-    def matches(self, event: JobEvent) -> bool:
+    def matches(self, event: JobEvent | Change) -> bool:
         """Whether ``event`` passes this subscription's filters."""
         return self.takes(event.kind, event.job_type, event.priority, event.status)
 
@@ -317,7 +404,7 @@ class EventHub:
     subscriptions or a relay that publishes, and takes itself out when it has neither.
     ``max_events`` and ``max_bytes`` bound the shared log (how far a reader of every job may
     fall behind) and the queue of each reader of one job; ``tick`` is :data:`TICK` (the shortest
-    tick, see :meth:`tick_length`).
+    tick, see :meth:`tick_length`); ``summary_rate`` is :data:`SUMMARY_RATE`.
 
     All methods must be called from the processor's Trio thread.
     """
@@ -330,6 +417,7 @@ class EventHub:
         max_events: int = MAX_EVENTS,
         max_bytes: int = MAX_BYTES,
         tick: float = TICK,
+        summary_rate: int = SUMMARY_RATE,
     ) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
@@ -340,7 +428,7 @@ class EventHub:
         self.lot = trio.lowlevel.ParkingLot()
         # The shared log: events[i] has sequence number base + i; those before _sealed belong
         # to ticks that ended, the others to the open tick, which ends at `due`.
-        self._events: list[JobEvent] = []
+        self._events: list[Change] = []
         self._base = 0
         self._sealed = 0
         self._open = False
@@ -348,8 +436,8 @@ class EventHub:
         self.due = float("inf")
         self._bytes = 0
         self._check_at = 1
-        # The chunks read since the last seal, by (first sequence number, filters).
-        self._chunks: dict[tuple[int, Any], bytes] = {}
+        # The chunks read since the last seal, by (first sequence number, filters, full).
+        self._chunks: dict[tuple[int, Any, bool], bytes] = {}
         # The order (JobEvent.order) of the latest state of each job seen lately.
         self._latest: dict[str, tuple[int, int, int]] = {}
         # Tuples, rebuilt on (rare) changes: offering iterates them while a drop may unsubscribe.
@@ -357,6 +445,19 @@ class EventHub:
         self._filtered: tuple[Subscription, ...] = ()
         self._distinct: tuple[Subscription, ...] = ()
         self._unfiltered = 0
+        # Readers of every job's full records: while there are none, no record is encoded.
+        self._full = 0
+        # Whether every change takes the short way (see on_job_event).
+        self._plain = False
+        #: Changes a second the summaries take at most (:data:`SUMMARY_RATE`).
+        self.summary_rate = summary_rate
+        # The open tick's bound on the changes it takes, those it took, and the marker that
+        # counts those it left out.
+        self._limit = 1
+        self._taken = 0
+        self._skipped: Change | None = None
+        #: Changes left out of the summaries, since start.
+        self.skipped_count = 0
         self._by_job: dict[str, tuple[Subscription, ...]] = {}
         self._count = 0
         self._relay: Relay | None = None
@@ -387,11 +488,13 @@ class EventHub:
         job_type: str | None = None,
         status: str | None = None,
         priority: str | None = None,
+        full: bool = False,
     ) -> Subscription:
         """A new subscription to the events of ``job_id`` (any job if ``None``) matching the
-        filters, from now on. After :meth:`close` it is born ended."""
+        filters, from now on (see :class:`Subscription` for ``full``). After :meth:`close` it
+        is born ended."""
         subscription = Subscription(
-            self, job_id=job_id, job_type=job_type, status=status, priority=priority
+            self, job_id=job_id, job_type=job_type, status=status, priority=priority, full=full
         )
         if self._closed:
             subscription.ended = True
@@ -438,6 +541,8 @@ class EventHub:
     def _split(self) -> None:
         self._filtered = tuple(s for s in self._all if s.filters is not None)
         self._unfiltered = len(self._all) - len(self._filtered)
+        self._full = sum(s.full for s in self._all)
+        self._plain_or_not()
         # One reader of each set of filters: a hundred readers of ?status=failed cost one test.
         self._distinct = tuple({s.filters: s for s in self._filtered}.values())
 
@@ -470,20 +575,20 @@ class EventHub:
 
     def read(self, subscription: Subscription) -> bytes:
         """The frames of the events of ended ticks that ``subscription`` has not read, filtered,
-        as one text (built once for every reader at the same place with the same filters);
-        moves its cursor past them."""
+        as one text (built once for every reader at the same place with the same filters and
+        detail); moves its cursor past them."""
         start = subscription.cursor
         end = self._sealed
         subscription.cursor = end
-        key = (start, subscription.filters)
+        full = subscription.full
+        key = (start, subscription.filters, full)
         chunk = self._chunks.get(key)
         if chunk is None:
-            events = self._events[max(start - self._base, 0) : end - self._base]
-            if subscription.filters is None:
-                chunk = b"".join([event.text for event in events])
-            else:
+            changes = self._events[max(start - self._base, 0) : end - self._base]
+            if subscription.filters is not None:
                 matches = subscription.matches
-                chunk = b"".join([event.text for event in events if matches(event)])
+                changes = [c for c in changes if c.kind == SKIPPED or matches(c)]
+            chunk = _full_text(changes) if full else _summary_text(changes)
             self._chunks[key] = chunk
         return chunk
 
@@ -523,36 +628,65 @@ class EventHub:
     # -- events ----------------------------------------------------------------------------
 
     def on_job_event(self, name: str, job: Job) -> None:
-        """The processor's listener: turn ``(name, job)`` into a :class:`JobEvent` if anyone
-        takes it, offer it to this node's subscriptions and hand it to the relay."""
-        if name == "progress":
-            kind = PROGRESS
-        elif name in STATE_EVENTS:
-            kind = STATE
-        else:
+        """The processor's listener: take ``(name, job)`` as a :class:`Change` for the readers
+        of every job, as a :class:`JobEvent` for those who need it whole (the job's readers,
+        readers of full records, the relay), and hand it on. Only what someone takes is made."""
+        if self._plain and name in STATE_EVENTS and job.id not in self._by_job:
+            # The common case, kept short (it runs for every change of every job): readers
+            # of every job's summaries, unfiltered, and no relay; the log takes the change.
+            if not self._open:
+                self._open_tick()
+            elif self._taken >= self._limit:
+                self._skip()
+                return
+            self._taken += 1
+            noted = _state_change(job, None)
+            events = self._events
+            events.append(noted)
+            self._bytes += noted.size
+            if len(events) >= self._check_at or self._bytes > self.max_bytes:
+                self._delivering = True
+                try:
+                    self._trim()
+                finally:
+                    self._delivering = False
+                if not self._count:
+                    self._changed()  # the last subscription was dropped just now
+            return
+        kind = _KINDS.get(name)
+        if kind is None:
             return
         relay = self._relay
         publish = relay is not None and relay.publishing
         shared = bool(self._unfiltered) or self._takes(kind, job)
-        if not (publish or shared or job.id in self._by_job):
+        followed = job.id in self._by_job
+        if not (publish or shared or followed):
             if not self._count and not publish:
                 self._changed()  # the last subscription was dropped just now
             return
-        event = progress_event(job) if kind == PROGRESS else state_event(job)
+        event: JobEvent | None
+        if kind == PROGRESS:
+            event = progress_event(job)
+            change = _change_of(event) if shared else None
+        else:
+            whole = publish or followed or (shared and self._full > 0)
+            event = state_event(job) if whole else None
+            change = _state_change(job, event) if shared else None
         # The processor is iterating its listener list: a drop meanwhile must not edit it.
         self._delivering = True
         try:
-            self._deliver(event, shared)
+            self._deliver(event, change)
         finally:
             self._delivering = False
         if publish:
             assert relay is not None
+            assert event is not None
             relay.publish(event)
         elif not self._count:
             self._changed()  # the last subscription was dropped just now
 
     def _takes(self, kind: str, job: Job) -> bool:
-        # Whether a filtered reader of every job takes this event (before encoding it).
+        # Whether a filtered reader of every job takes this event (before making it).
         if not self._distinct:
             return False
         priority = priority_name(job.priority)
@@ -564,31 +698,57 @@ class EventHub:
         nodes' events). A state older than one of the same job seen already (another node's,
         arriving late) is not offered to the readers of every job."""
         shared = bool(self._unfiltered) or any(s.matches(event) for s in self._distinct)
-        self._deliver(event, shared)
+        self._deliver(event, _change_of(event) if shared else None)
 
-    def _deliver(self, event: JobEvent, shared: bool) -> None:
-        # ``shared``: some reader of every job takes it (it goes to the shared log).
-        # Only another node's event can arrive late (this node's come in order): with no relay
-        # there is no order to check.
+    def _deliver(self, event: JobEvent | None, change: Change | None) -> None:
+        # ``change``: for the shared log (some reader of every job takes it); ``event``: for
+        # the readers of its job. Only another node's event can arrive late (this node's come
+        # in order): with no relay there is no order to check.
         relay = self._relay is not None
-        if shared and (event.kind != STATE or not relay or self._newest(event)):
-            events = self._events
-            events.append(event)
-            self._bytes += len(event.text)
+        if change is not None and (change.kind != STATE or not relay or self._newest(change)):
             if not self._open:
-                # The first event of a tick: its readers wake at its end.
-                self._open = True
-                self.due = trio.current_time() + self.tick_length()
-                self.lot.unpark_all()
-            if len(events) >= self._check_at or self._bytes > self.max_bytes:
-                self._trim()
-        elif event.kind == STATE and relay:
+                self._open_tick()
+            elif self._taken >= self._limit and not self._full:
+                self._skip()
+                change = None
+            if change is not None:
+                self._taken += 1
+                events = self._events
+                events.append(change)
+                self._bytes += change.size
+                if len(events) >= self._check_at or self._bytes > self.max_bytes:
+                    self._trim()
+        elif event is not None and event.kind == STATE and relay:
             self._newest(event)  # still the latest state seen of its job
-        if self._by_job:
+        if event is not None and self._by_job:
             for subscription in self._by_job.get(event.job_id, ()):
                 subscription.offer(event)
 
-    def _newest(self, event: JobEvent) -> bool:
+    def _open_tick(self) -> None:
+        # The first event of a tick: its readers wake at its end.
+        self._open = True
+        length = self.tick_length()
+        self.due = trio.current_time() + length
+        self._limit = max(1, round(self.summary_rate * length))
+        self._taken = 0
+        self._skipped = None
+        self.lot.unpark_all()
+
+    def _skip(self) -> None:
+        # One more change this tick leaves out: counted by a marker in the log, where the
+        # first one was left out.
+        marker = self._skipped
+        if marker is None:
+            marker = self._skipped = _new_change(
+                Change, (SKIPPED, "", "", "", "", (0, 0), [0], SUMMARY_SIZE, None)
+            )
+            self._events.append(marker)
+            self._bytes += marker.size
+        assert marker.values is not None
+        marker.values[0] += 1
+        self.skipped_count += 1
+
+    def _newest(self, event: JobEvent | Change) -> bool:
         latest = self._latest
         order = event.order
         seen = latest.get(event.job_id)
@@ -604,13 +764,13 @@ class EventHub:
         # only the newest three quarters of them and drop the readers that had not read the rest.
         events = self._events
         keep_from = min(s.cursor for s in self._all) - self._base
-        removed = sum(len(e.text) for e in events[:keep_from])
+        removed = sum(e.size for e in events[:keep_from])
         if len(events) - keep_from > self.max_events or self._bytes - removed > self.max_bytes:
             first = max(keep_from, len(events) - self.max_events * 3 // 4)
-            removed += sum(len(e.text) for e in events[keep_from:first])
+            removed += sum(e.size for e in events[keep_from:first])
             keep_from = first
             while self._bytes - removed > self.max_bytes * 3 // 4 and keep_from < len(events) - 1:
-                removed += len(events[keep_from].text)
+                removed += events[keep_from].size
                 keep_from += 1
         if keep_from > 0:
             self._bytes -= removed
@@ -624,9 +784,15 @@ class EventHub:
                 subscription.drop()
         self._check_at = len(events) + max(1, min(_CHECK_EVERY, self.max_events // 4))
 
+    def _plain_or_not(self) -> None:
+        self._plain = (
+            self._unfiltered > 0 and self._full == 0 and not self._filtered and self._relay is None
+        )
+
     def _changed(self) -> None:
         # In the processor's listener list only while someone listens: the workers' hot path
         # (``if listeners:``) pays nothing for events nobody reads.
+        self._plain_or_not()
         relay = self._relay
         wanted = self._count > 0 or (relay is not None and relay.publishing)
         listener = self.on_job_event
@@ -637,6 +803,81 @@ class EventHub:
             self._listeners.remove(listener)
         if relay is not None:
             relay.subscribers_changed(self._count)
+
+
+_KINDS = {"progress": PROGRESS, **dict.fromkeys(STATE_EVENTS, STATE)}
+
+
+def _state_change(job: Job, event: JobEvent | None) -> Change:
+    # On the workers' path (one per change of state while someone follows every job): the
+    # values a summary needs, nothing encoded; built without the named tuple's constructor
+    # (half its cost).
+    progress = job.progress
+    size = SUMMARY_SIZE
+    if type(progress) not in _SCALARS:
+        progress, extra = progress_fragment(progress)
+        size += extra
+    error = job.error
+    if error is not None:
+        size += len(error.message)
+    job_id = job.id
+    job_type = job.type
+    if event is not None:
+        size += len(event.text)
+    return _new_change(
+        Change,
+        (
+            STATE,
+            job_id,
+            job_type,
+            _PRIORITY_NAMES[job.priority],
+            _STATUS_NAMES[job.status],
+            (len(job.errors), job.attempts),
+            (job.attempts, job.max_attempts, progress, job.created_at, job.completed_at, error),
+            size + len(job_id) + len(job_type),
+            event,
+        ),
+    )
+
+
+_new_change = tuple.__new__
+_SCALARS = frozenset({float, int, bool, type(None)})
+_PRIORITY_NAMES = {priority: priority_name(priority) for priority in Priority}
+_STATUS_NAMES = {status: status_name(status) for status in JobStatus}
+
+
+def _full_text(changes: list[Change]) -> bytes:
+    # Every event whole (a reader of full records subscribed before any of these was made,
+    # so each has its JobEvent).
+    return b"".join([change.event.text for change in changes if change.event is not None])
+
+
+def _summary_text(changes: list[Change]) -> bytes:
+    # The newest state and the newest progress of each job, in the order of their last change:
+    # a job that was submitted, ran and ended within the tick is seen once, ended.
+    newest: dict[Any, Change] = {}
+    skipped = 0
+    for change in changes:
+        kind = change.kind
+        if kind == SKIPPED:
+            skipped += change.values[0]
+            continue
+        key = change.job_id if kind == STATE else (change.job_id,)
+        newest.pop(key, None)
+        newest[key] = change
+    parts = []
+    for change in newest.values():
+        values = change.values
+        if values is None:
+            parts.append(change.summary_frame())
+        else:
+            summary = summary_bytes(
+                change.job_id, change.job_type, change.priority, change.status, values
+            )
+            parts.append(b"event: state\ndata: %b\n\n" % summary)
+    if skipped:
+        parts.append(b'event: skipped\ndata: {"changes":%d}\n\n' % skipped)
+    return b"".join(parts)
 
 
 #: Jobs whose latest state the hub remembers (to skip late states of another node).

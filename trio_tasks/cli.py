@@ -9,11 +9,12 @@ usage or configuration (one line on stderr naming the flag or variable).
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import ssl
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -223,10 +224,26 @@ def _run_node(args: argparse.Namespace, *, http: bool) -> int:
     try:
         # Handlers that sleep or time out on short scales would otherwise wake up to a
         # millisecond late each time (see PreciseClock): 10 ms jobs ran at ~80% of their rate.
-        trio.run(partial(run_node, processor, http=http), clock=PreciseClock())
+        trio.run(_run_frozen, partial(run_node, processor, http=http), clock=PreciseClock())
     except BaseException as exc:
         return _crashed(log, exc, config)
     return 0
+
+
+async def _run_frozen(run: Callable[..., Awaitable[Any]]) -> None:
+    """``run`` (:func:`run_node`), and once it has started, the objects of start-up frozen.
+
+    A busy node keeps thousands of objects alive a while (the jobs it holds), so Python's
+    garbage collector runs full collections several times a second, and each one looked at
+    every object of start-up too (the modules, the app: tens of thousands) although they never
+    become garbage. ``gc.freeze`` sets them aside: full collections cost about half as much
+    and a no-op job about 5% less. Only for the processes this command owns: a program that
+    embeds the node decides that for itself.
+    """
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run)
+        gc.collect()
+        gc.freeze()
 
 
 def _check_tls(config: Config, name: str) -> None:

@@ -26,7 +26,7 @@ import attrs
 import trio
 from quart import Blueprint, Response, current_app, request
 
-from .._errors import BrokerUnavailable, JobNotFound
+from .._errors import BrokerUnavailable, InvalidValue, JobNotFound
 from .._event_json import dumps
 from .._events import STATE, JobEvent, Subscription, state_event
 from .._job import Job, JobStatus, Priority
@@ -49,7 +49,10 @@ RECHECK = 5.0
 #: Seconds a dropped stream gets to tell its client so before its response is cut.
 DROP_GRACE = 1.0
 #: The query parameters of ``GET /events``.
-EVENTS_PARAMS = frozenset({"type", "status", "priority"})
+EVENTS_PARAMS = frozenset({"type", "status", "priority", "detail"})
+#: The values of ``GET /events?detail=``: ``summary`` (the default: per tick, the newest state
+#: of each job that changed, as a summary) or ``full`` (every event, states as whole records).
+DETAILS = ("summary", "full")
 #: Where :class:`StreamSettings` live in ``app.extensions``.
 SETTINGS_KEY = "trio_tasks.events"
 #: The ASGI scope key of a stream's cancel scope (see :func:`streams`).
@@ -123,10 +126,14 @@ async def all_events() -> Response:
     given = params(request.args, EVENTS_PARAMS, state.ignored_params)
     status = given.get("status")
     priority = given.get("priority")
+    detail = given.get("detail", "summary").strip().lower()
+    if detail not in DETAILS:
+        raise InvalidValue(f"invalid detail {detail[:50]!r}; expected one of {', '.join(DETAILS)}")
     subscription = state.processor.events.subscribe(
         job_type=given.get("type"),
         status=None if status is None else JobStatus.parse(status).value,
         priority=None if priority is None else str(Priority.parse(priority)),
+        full=detail == "full",
     )
     await trio.lowlevel.checkpoint()
     # Compressed when the client takes it (browsers do): see _deflate.

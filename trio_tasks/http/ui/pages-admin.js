@@ -87,9 +87,14 @@ export function failedPage(main, params) {
     }
   });
 
+  const reload = throttle(load, 1000);
   load();
   return {
     onEvent(name, data) {
+      if (name === "skipped") {
+        reload(); // changes the stream left out (a busy node): read the list again
+        return;
+      }
       if (name !== "state" || !tbody || !data || typeof data !== "object") return;
       const row = [...tbody.rows].find((r) => r.dataset.job === data.id);
       if (data.status === "failed" && (!type || data.type === type)) {
@@ -101,6 +106,7 @@ export function failedPage(main, params) {
     },
     stop() {
       stopped = true;
+      reload.cancel();
     },
   };
 }

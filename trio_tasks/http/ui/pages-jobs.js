@@ -13,6 +13,7 @@ import {
   failure,
   notice,
   progressView,
+  throttle,
 } from "./common.js";
 
 // -- the table -------------------------------------------------------------------------------
@@ -152,7 +153,14 @@ export function jobsPage(main, params) {
     }
   }
 
+  // Changes the stream left out (a busy node): read the list again, at most once a second.
+  const reload = throttle(load, 1000);
+
   function onEvent(name, data) {
+    if (name === "skipped") {
+      if (!filters.q) reload();
+      return;
+    }
     if (!tbody || !data || typeof data !== "object") return;
     const row = [...tbody.rows].find((r) => r.dataset.job === data.job_id || r.dataset.job === data.id);
     if (name === "state") {
@@ -175,6 +183,7 @@ export function jobsPage(main, params) {
     onEvent,
     stop() {
       stopped = true;
+      reload.cancel();
     },
   };
 }
