@@ -33,6 +33,7 @@ from .._job import Job, JobStatus, Priority
 from .._request import valid_name
 from ._deflate import DeflateWriter, SharedPacker, accepts_deflate, pack
 from ._input import params
+from ._openapi_events import DETAILS
 from ._state import ApiState
 
 _T = TypeVar("_T")
@@ -50,9 +51,6 @@ RECHECK = 5.0
 DROP_GRACE = 1.0
 #: The query parameters of ``GET /events``.
 EVENTS_PARAMS = frozenset({"type", "status", "priority", "detail"})
-#: The values of ``GET /events?detail=``: ``summary`` (the default: per tick, the newest state
-#: of each job that changed, as a summary) or ``full`` (every event, states as whole records).
-DETAILS = ("summary", "full")
 #: Where :class:`StreamSettings` live in ``app.extensions``.
 SETTINGS_KEY = "trio_tasks.events"
 #: The ASGI scope key of a stream's cancel scope (see :func:`streams`).
@@ -126,7 +124,9 @@ async def all_events() -> Response:
     given = params(request.args, EVENTS_PARAMS, state.ignored_params)
     status = given.get("status")
     priority = given.get("priority")
-    detail = given.get("detail", "summary").strip().lower()
+    # summary (the default: per tick, the newest state of each job that changed, as a
+    # summary) or full (every event, states as whole records).
+    detail = given.get("detail", DETAILS[0]).strip().lower()
     if detail not in DETAILS:
         raise InvalidValue(f"invalid detail {detail[:50]!r}; expected one of {', '.join(DETAILS)}")
     subscription = state.processor.events.subscribe(

@@ -9,6 +9,9 @@ from typing import Any
 from .._job import JobStatus, Priority
 from ._openapi_schemas import name_schema
 
+#: The values of ``GET /events?detail=`` (the default first); see :mod:`._events`.
+DETAILS = ("summary", "full")
+
 _STREAM = "text/event-stream"
 
 
@@ -36,7 +39,11 @@ def event_paths(
                 op(
                     "followEvents",
                     "A stream of every job's events (Server-Sent Events), filtered; it never "
-                    "ends by itself",
+                    "ends by itself. By default (detail=summary) each tick sends the newest "
+                    "state of each job that changed in it as a summary (id, type, priority, "
+                    "status, attempts, max_attempts, progress, created_at, completed_at, "
+                    "error), at most 2,000 changes a second, then event: skipped with the "
+                    "number left out; detail=full sends every event, states as whole records",
                     None,
                     params=[
                         {**query, "name": "type", "schema": {"type": "string"}},
@@ -50,9 +57,19 @@ def event_paths(
                             "name": "priority",
                             "schema": {"type": "string", "enum": [str(p) for p in Priority]},
                         },
+                        {
+                            **query,
+                            "name": "detail",
+                            "schema": {
+                                "type": "string",
+                                "enum": list(DETAILS),
+                                "default": DETAILS[0],
+                            },
+                        },
                     ],
                 ),
-                "event: hello, then event: state (a job's JSON) and event: progress",
+                "event: hello, then event: state (a job's summary, or its JSON with "
+                "detail=full), event: progress and event: skipped",
             ),
         },
     }
