@@ -87,7 +87,7 @@ export function failedPage(main, params) {
     }
   });
 
-  const reload = throttle(load, 1000);
+  const reload = throttle(load, 5000);
   load();
   return {
     onEvent(name, data) {

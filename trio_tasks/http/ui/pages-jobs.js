@@ -153,8 +153,9 @@ export function jobsPage(main, params) {
     }
   }
 
-  // Changes the stream left out (a busy node): read the list again, at most once a second.
-  const reload = throttle(load, 1000);
+  // Changes the stream left out (a busy node): read the list again, at most every 5 s (a
+  // hundred open pages must not load a busy node with lists).
+  const reload = throttle(load, 5000);
 
   function onEvent(name, data) {
     if (name === "skipped") {
