@@ -244,7 +244,7 @@ async def _run_frozen(run: Callable[..., Awaitable[Any]]) -> None:
     """
     async with trio.open_nursery() as nursery:
         await nursery.start(run)
-        # No gc.collect() first: it would hold the loop 5–15 ms just as the first jobs come, to
+        # No gc.collect() first: it would hold the loop 5 to 15 ms just as the first jobs come, to
         # spare the few kilobytes of start-up garbage that freezing keeps.
         gc.freeze()
         young, middle, _ = gc.get_threshold()
