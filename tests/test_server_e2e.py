@@ -159,6 +159,17 @@ def test_sigterm_lets_running_jobs_finish_and_exits_0() -> None:
     assert process.stderr_lines == []
 
 
+def test_a_node_starts_without_blocking_its_event_loop() -> None:
+    # The HTTP stack is imported in a thread: the watchdog used to warn at every start.
+    with ServerProcess() as process:
+        process.wait_ready()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait_exit(10) == 0
+    blocked = [r for r in process.records if r["msg"] == "the event loop is blocked"]
+    assert blocked == []
+    assert any(r["msg"] == "http server listening" for r in process.records)
+
+
 def test_a_second_signal_cancels_running_jobs_at_once() -> None:
     with (
         ServerProcess(env={"SHUTDOWN_TIMEOUT": "60s"}) as process,

@@ -7,6 +7,7 @@ fraction of the time.
 
 from __future__ import annotations
 
+import importlib
 import signal
 from typing import Any
 
@@ -54,7 +55,10 @@ async def run_node(
                 await node.start(processor.run)
                 urls: list[str] = []
                 if http:
-                    from ._serve import serve  # the HTTP stack, for nodes that serve it
+                    # The HTTP stack, for nodes that serve it: ~0.2 s of imports, in a thread so
+                    # that the loop goes on meanwhile (the watchdog took it for a blocked loop).
+                    await trio.to_thread.run_sync(importlib.import_module, f"{__package__}._serve")
+                    from ._serve import serve
 
                     urls = await node.start(serve, processor, config)
                 log.info(
