@@ -5,6 +5,7 @@ node has started, the objects of start-up are frozen and full collections run a 
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -40,4 +41,7 @@ def test_a_node_freezes_its_start_up_and_collects_everything_less_often() -> Non
     assert seen["before"] == (0, (young, middle, full))
     frozen, thresholds = seen["after"]
     assert frozen > 1000  # the modules, the functions, trio's and the node's objects
-    assert thresholds == (young, middle, 100)
+    if sys.version_info < (3, 14):
+        assert thresholds == (young, middle, 100)
+    else:  # an incremental collector: no third threshold to set
+        assert thresholds == (young, middle, full)

@@ -289,6 +289,11 @@ async def test_events_of_every_job_are_summaries_of_each_jobs_newest_state(
             progress = [data for name, data in every_seen if name == "progress"]
             last = {data["job_id"]: data["progress"] for data in progress}
             assert last[high.id] == {"done": 2, "of": 2}
+            at = {
+                (name, data.get("id", data.get("job_id")), str(data.get("status"))): i
+                for i, (name, data) in enumerate(every_seen)
+            }
+            assert at[("progress", high.id, "None")] < at[("state", high.id, "completed")]
             assert final[high.id]["progress"] == {"done": 2, "of": 2}
             # A status never goes back: each job's states in the order of its life.
             order = ["pending", "running", "failed", "completed"]

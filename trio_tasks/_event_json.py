@@ -158,30 +158,32 @@ SUMMARY_FIELDS = (
 #: About the bytes a summary's values take while held (besides the id, type, error message and
 #: a progress that is not a number): for the bound on what the hub holds.
 SUMMARY_SIZE = 256
-_SCALARS = frozenset({float, int, bool, type(None)})
 
 
-def progress_fragment(progress: Any) -> tuple[Any, int]:
-    """``progress`` as it may be held until a summary is encoded, and its size in bytes.
+def progress_fragment(progress: Any) -> tuple[Any, bytes]:
+    """``progress`` as it may be held until a summary is encoded, and its JSON.
 
-    A number (the common case) is held as it is. Any other value (a dict, a long text) is
-    encoded now: it may be large, the bound on what the hub holds must count it, and a worker
-    may change a mutable value later (a summary shows the value of its moment).
+    Numbers (the common case) are held as they are; anything else (a dict, a long text, an
+    integer beyond 64 bits) is encoded now: it may be large, the bound on what the hub holds
+    must count it, and a worker may change a mutable value later (a summary shows the value of
+    its moment). A value no encoder takes (an integer of more than 4,300 digits, a cycle) is
+    held as ``null``: never an error on the workers' path.
     """
-    if type(progress) in _SCALARS:
-        return progress, 0
-    encoded = dumps(progress)
-    return orjson.Fragment(encoded), len(encoded)
+    try:
+        encoded = dumps(progress)
+    except (ValueError, TypeError, RecursionError):
+        encoded = b"null"
+    return orjson.Fragment(encoded), encoded
 
 
 def summary_bytes(
     job_id: str, job_type: str, priority: str, status: str, values: tuple[Any, ...]
 ) -> bytes:
     """The summary (:data:`SUMMARY_FIELDS`) of a job, as JSON. ``values`` are the job's
-    ``attempts``, ``max_attempts``, ``progress`` (see :func:`progress_fragment`),
-    ``created_at``, ``completed_at`` (POSIX seconds) and ``error`` (a ``JobError`` or ``None``)
-    when the summary was taken."""
-    attempts, max_attempts, progress, created, completed, error = values
+    ``attempts``, ``max_attempts``, ``progress`` and its JSON when encoded early (see
+    :func:`progress_fragment`; ``None`` for a number), ``created_at``, ``completed_at`` (POSIX
+    seconds) and ``error`` (a ``JobError`` or ``None``) when the summary was taken."""
+    attempts, max_attempts, progress, created, completed, error, encoded = values
     # Timestamps as datetimes that orjson formats: the text of format_time (the job's JSON),
     # several times faster than formatting them here (a summary's are rarely seen twice).
     try:
@@ -202,7 +204,13 @@ def summary_bytes(
         )
     except (orjson.JSONEncodeError, TypeError, ValueError, OverflowError, OSError):
         pass
-    # A value orjson refuses (an integer progress of more than 64 bits), a time out of range.
+    # What orjson refuses (an error message with a lone surrogate, a time out of range): the
+    # standard library's encoder, as for the job's JSON, given plain values (it knows no
+    # Fragment) and no NaN (browsers' JSON.parse refuses it).
+    if encoded is not None:
+        progress = json.loads(encoded)
+    elif type(progress) is float and not math.isfinite(progress):
+        progress = None
     return dumps(
         {
             "id": job_id,

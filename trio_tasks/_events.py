@@ -142,6 +142,8 @@ class Change(NamedTuple):
     :class:`JobEvent` when something needs it (a reader of full records, the relay, a reader of
     the job; always for progress and for other nodes' events), else ``None``: a summary is far
     cheaper to take than a full record is to encode. ``size`` is about what it holds, in bytes.
+    ``over`` marks a change past its tick's bound on summaries, kept for readers of full
+    records only (summaries count it as skipped).
     """
 
     kind: str
@@ -153,6 +155,7 @@ class Change(NamedTuple):
     values: Any
     size: int
     event: JobEvent | None
+    over: bool = False
 
     @property
     def order(self) -> tuple[int, int, int]:
@@ -184,6 +187,7 @@ def _change_of(event: JobEvent) -> Change:
         None,
         len(event.text),
         event,
+        False,
     )
 
 
@@ -455,6 +459,9 @@ class EventHub:
         # counts those it left out.
         self._limit = 1
         self._taken = 0
+        # The jobs whose changes the open tick took: their later changes in it are taken past
+        # the bound too (they coalesce: a summary shows a job's newest state, never a stale one).
+        self._tick_jobs: set[str] = set()
         self._skipped: Change | None = None
         #: Changes left out of the summaries, since start.
         self.skipped_count = 0
@@ -502,6 +509,7 @@ class EventHub:
         if job_id is None:
             self._all = (*self._all, subscription)
             self._split()
+            self._skipped = None  # its cursor is past the tick's marker: count in a new one
         else:
             self._by_job[job_id] = (*self._by_job.get(job_id, ()), subscription)
         self._count += 1
@@ -634,12 +642,14 @@ class EventHub:
         if self._plain and name in STATE_EVENTS and job.id not in self._by_job:
             # The common case, kept short (it runs for every change of every job): readers
             # of every job's summaries, unfiltered, and no relay; the log takes the change.
+            job_id = job.id
             if not self._open:
                 self._open_tick()
-            elif self._taken >= self._limit:
+            elif self._taken >= self._limit and job_id not in self._tick_jobs:
                 self._skip()
                 return
             self._taken += 1
+            self._tick_jobs.add(job_id)
             noted = _state_change(job, None)
             events = self._events
             events.append(noted)
@@ -708,11 +718,16 @@ class EventHub:
         if change is not None and (change.kind != STATE or not relay or self._newest(change)):
             if not self._open:
                 self._open_tick()
-            elif self._taken >= self._limit and not self._full:
-                self._skip()
-                change = None
+            elif self._taken >= self._limit and change.job_id not in self._tick_jobs:
+                if self._full:
+                    change = change._replace(over=True)  # for the readers of full records
+                else:
+                    self._skip()
+                    change = None
             if change is not None:
-                self._taken += 1
+                if not change.over:
+                    self._taken += 1
+                    self._tick_jobs.add(change.job_id)
                 events = self._events
                 events.append(change)
                 self._bytes += change.size
@@ -731,16 +746,17 @@ class EventHub:
         self.due = trio.current_time() + length
         self._limit = max(1, round(self.summary_rate * length))
         self._taken = 0
+        self._tick_jobs.clear()
         self._skipped = None
         self.lot.unpark_all()
 
     def _skip(self) -> None:
         # One more change this tick leaves out: counted by a marker in the log, where the
-        # first one was left out.
+        # first one was left out (or after a reader subscribed since: it must see a marker).
         marker = self._skipped
         if marker is None:
             marker = self._skipped = _new_change(
-                Change, (SKIPPED, "", "", "", "", (0, 0), [0], SUMMARY_SIZE, None)
+                Change, (SKIPPED, "", "", "", "", (0, 0), [0], SUMMARY_SIZE, None, False)
             )
             self._events.append(marker)
             self._bytes += marker.size
@@ -762,6 +778,7 @@ class EventHub:
     def _trim(self) -> None:
         # Now and then (see deliver): forget what every reader has read; past the bounds, keep
         # only the newest three quarters of them and drop the readers that had not read the rest.
+        self._skipped = None  # the open tick's marker may go: the next skip makes another
         events = self._events
         keep_from = min(s.cursor for s in self._all) - self._base
         removed = sum(e.size for e in events[:keep_from])
@@ -814,9 +831,13 @@ def _state_change(job: Job, event: JobEvent | None) -> Change:
     # (half its cost).
     progress = job.progress
     size = SUMMARY_SIZE
-    if type(progress) not in _SCALARS:
-        progress, extra = progress_fragment(progress)
-        size += extra
+    encoded = None
+    kind = type(progress)
+    if kind not in _SCALARS or (kind is int and not _INT_MIN <= progress <= _INT_MAX):
+        # Not a plain number: encoded now (see progress_fragment); an integer beyond 64 bits
+        # too (it may take kilobytes, and orjson refuses it).
+        progress, encoded = progress_fragment(progress)
+        size += len(encoded)
     error = job.error
     if error is not None:
         size += len(error.message)
@@ -833,15 +854,26 @@ def _state_change(job: Job, event: JobEvent | None) -> Change:
             _PRIORITY_NAMES[job.priority],
             _STATUS_NAMES[job.status],
             (len(job.errors), job.attempts),
-            (job.attempts, job.max_attempts, progress, job.created_at, job.completed_at, error),
+            (
+                job.attempts,
+                job.max_attempts,
+                progress,
+                job.created_at,
+                job.completed_at,
+                error,
+                encoded,
+            ),
             size + len(job_id) + len(job_type),
             event,
+            False,
         ),
     )
 
 
 _new_change = tuple.__new__
 _SCALARS = frozenset({float, int, bool, type(None)})
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
 _PRIORITY_NAMES = {priority: priority_name(priority) for priority in Priority}
 _STATUS_NAMES = {status: status_name(status) for status in JobStatus}
 
@@ -862,19 +894,20 @@ def _summary_text(changes: list[Change]) -> bytes:
         if kind == SKIPPED:
             skipped += change.values[0]
             continue
+        if change.over:
+            skipped += 1
+            continue
         key = change.job_id if kind == STATE else (change.job_id,)
         newest.pop(key, None)
         newest[key] = change
     parts = []
     for change in newest.values():
-        values = change.values
-        if values is None:
+        try:
             parts.append(change.summary_frame())
-        else:
-            summary = summary_bytes(
-                change.job_id, change.job_type, change.priority, change.status, values
-            )
-            parts.append(b"event: state\ndata: %b\n\n" % summary)
+        except Exception:
+            # A value no encoder takes must not end every reader's stream: that job's change
+            # is counted as left out (its own stream and GET /jobs/{id} say what they can).
+            skipped += 1
     if skipped:
         parts.append(b'event: skipped\ndata: {"changes":%d}\n\n' % skipped)
     return b"".join(parts)

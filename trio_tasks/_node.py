@@ -57,7 +57,11 @@ async def run_node(
                 if http:
                     # The HTTP stack, for nodes that serve it: ~0.2 s of imports, in a thread so
                     # that the loop goes on meanwhile (the watchdog took it for a blocked loop).
-                    await trio.to_thread.run_sync(importlib.import_module, f"{__package__}._serve")
+                    await trio.to_thread.run_sync(
+                        importlib.import_module,
+                        f"{__package__}._serve",
+                        limiter=trio.CapacityLimiter(1),  # not the handlers' threads
+                    )
                     from ._serve import serve
 
                     urls = await node.start(serve, processor, config)

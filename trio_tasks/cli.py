@@ -247,8 +247,10 @@ async def _run_frozen(run: Callable[..., Awaitable[Any]]) -> None:
         # No gc.collect() first: it would hold the loop 5 to 15 ms just as the first jobs come, to
         # spare the few kilobytes of start-up garbage that freezing keeps.
         gc.freeze()
-        young, middle, _ = gc.get_threshold()
-        gc.set_threshold(young, middle, _FULL_COLLECTION_EVERY)
+        if sys.version_info < (3, 14):
+            # From 3.14 the collector is incremental and takes no third threshold.
+            young, middle, _ = gc.get_threshold()
+            gc.set_threshold(young, middle, _FULL_COLLECTION_EVERY)
 
 
 #: Collections of the middle generation between two full ones (Python's default: 10).

@@ -54,7 +54,13 @@ export function failedPage(main, params) {
     }
   }
 
+  // Events that arrive while the list is read change the old table: the list is read again.
+  let loading = false;
+  let missed = false;
+
   async function load() {
+    loading = true;
+    missed = false;
     try {
       const listed = await api("GET", "/jobs", { status: "failed", type, limit: Math.min(MAX_LISTED, PAGE_SIZE * 4) });
       if (stopped) return;
@@ -68,6 +74,9 @@ export function failedPage(main, params) {
       fill(list, listed.jobs.length ? null : el("p", { class: "muted" }, "No failed jobs."), table);
     } catch (error) {
       if (!stopped) failure(list, error);
+    } finally {
+      loading = false;
+      if (missed && !stopped) reload();
     }
   }
 
@@ -91,6 +100,7 @@ export function failedPage(main, params) {
   load();
   return {
     onEvent(name, data) {
+      if (loading) missed = true;
       if (name === "skipped") {
         reload(); // changes the stream left out (a busy node): read the list again
         return;

@@ -114,7 +114,13 @@ export function jobsPage(main, params) {
     return { jobs: found, note: `No job has the id “${filters.q}”; the recent jobs whose id contains it:` };
   }
 
+  // Events that arrive while the list is read change the old table: the list is read again.
+  let loading = false;
+  let missed = false;
+
   async function load() {
+    loading = true;
+    missed = false;
     try {
       let jobs;
       let more = false;
@@ -150,6 +156,9 @@ export function jobsPage(main, params) {
       );
     } catch (error) {
       if (!stopped) failure(body, error);
+    } finally {
+      loading = false;
+      if (missed && !stopped) reload();
     }
   }
 
@@ -158,8 +167,9 @@ export function jobsPage(main, params) {
   const reload = throttle(load, 5000);
 
   function onEvent(name, data) {
+    if (loading) missed = true;
     if (name === "skipped") {
-      if (!filters.q) reload();
+      reload();
       return;
     }
     if (!tbody || !data || typeof data !== "object") return;
