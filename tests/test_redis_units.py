@@ -251,3 +251,43 @@ def test_connection_errors_are_told_apart_from_refusals() -> None:
     assert not is_transient(errors.ResponseError("ERR user_script:1: Script attempted to access"))
     assert not is_transient(ExceptionGroup("x", [errors.ConnectionError(), ValueError()]))
     assert not is_transient(ValueError())
+
+
+async def test_a_retry_with_a_budget_tries_once_more_at_its_end_whatever_the_backoff(
+    autojump_clock: trio.testing.MockClock, monkeypatch: Any
+) -> None:
+    """An outcome is retried for its whole budget (``outcome_timeout``): Redis answering again
+    before the budget ends gets it written, even when the next backoff pause would end after
+    (the pauses of a node that has failed many calls are ``retry_cap / 2`` to ``retry_cap``)."""
+    import random
+
+    import coredis.exceptions as errors
+
+    from trio_tasks._errors import BrokerUnavailable
+    from trio_tasks._log import library_logger
+    from trio_tasks.brokers._redis_link import RedisLink
+
+    monkeypatch.setattr(random, "uniform", lambda low, high: (low + high) / 2)
+    link = RedisLink(library_logger(), retry_cap=2.0)
+
+    async def written_once_back(away: float) -> tuple[str | None, list[float]]:
+        for _ in range(20):  # the node's other tasks failed too: every pause is 1.5 s
+            link.failed(errors.ConnectionError("down"))
+        start = trio.current_time()
+        tries: list[float] = []
+
+        async def call() -> str:
+            tries.append(round(trio.current_time() - start, 6))
+            if trio.current_time() - start < away:
+                raise errors.ConnectionError("down")
+            return "written"
+
+        try:
+            return await link.retry(call, budget=4.0), tries
+        except BrokerUnavailable:
+            return None, tries
+
+    # Away for 3.2 s of the 4 s budget: tries at 0, 1.5 and 3 fail, the last at 4 succeeds.
+    assert await written_once_back(3.2) == ("written", [0.0, 1.5, 3.0, 4.0])
+    # Away all along: given up at the budget's end, not before, not after.
+    assert await written_once_back(60.0) == (None, [0.0, 1.5, 3.0, 4.0])

@@ -223,10 +223,13 @@ class RedisLink:
                 if not is_transient(exc):
                     raise
                 self.failed(exc)
-                pause = self.backoff()
-                if trio.current_time() + pause > deadline:
+                now = trio.current_time()
+                if now >= deadline:
                     raise BrokerUnavailable(self.reason or "redis unreachable") from None
-                await trio.sleep(pause)
+                # The last try is made at the deadline, not skipped because the next pause
+                # would end after it: Redis answering again within the budget gets the call
+                # through (an outcome given up too early runs its job again).
+                await trio.sleep(min(self.backoff(), deadline - now))
                 continue
             self.succeeded()
             return result
