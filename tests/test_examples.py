@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from _server import ServerProcess
@@ -86,6 +88,41 @@ def test_follow_job_example_prints_the_events_of_a_job() -> None:
     # The job may have run before the stream opened: its first state is then already final.
     assert lines[1].startswith("state ")
     assert lines[-2:] == ["state completed (attempt 1 of 1)", "end completed"]
+
+
+def test_watch_failures_example_prints_each_failed_job_once() -> None:
+    tests = Path(__file__).parent
+    env = {"TASKS_APP": "events_app:registry", "PYTHONPATH": str(tests)}
+    with ServerProcess(env=env) as node:
+        url = node.wait_ready()
+        watcher = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / "watch_failures.py"), "--url", url, "--count", "150"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert watcher.stdout is not None
+            assert watcher.stdout.readline() == "watching\n"
+            # 150 failures at once (more than a tick takes when they fail together: the
+            # example then reads the failed jobs again), one that completes.
+            jobs = [{"type": "progress", "payload": {"fail": True}}] * 150
+            jobs.append({"type": "progress"})
+            body = json.dumps(jobs).encode()
+            submit = urllib.request.Request(
+                f"{url}/jobs/batch", body, {"Content-Type": "application/json"}, method="POST"
+            )
+            with urllib.request.urlopen(submit, timeout=10) as answer:
+                ids = [job["job_id"] for job in json.loads(answer.read())["jobs"]]
+            out, err = watcher.communicate(timeout=60)
+        finally:
+            if watcher.poll() is None:
+                watcher.kill()
+                watcher.wait()
+    assert watcher.returncode == 0, err
+    lines = out.splitlines()
+    assert sorted(line.split()[1] for line in lines) == sorted(ids[:150])
+    assert {line.split(" ", 2)[2] for line in lines} == {"progress: RuntimeError: asked to fail"}
 
 
 def test_the_in_process_follow_example_sees_every_state_and_progress() -> None:
