@@ -451,8 +451,10 @@ class EventHub:
         self._unfiltered = 0
         # Readers of every job's full records: while there are none, no record is encoded.
         self._full = 0
-        # Whether every change takes the short way (see on_job_event).
+        # Whether every change takes the short way, and whether only readers of single jobs
+        # listen (see on_job_event).
         self._plain = False
+        self._followed_only = False
         #: Changes a second the summaries take at most (:data:`SUMMARY_RATE`).
         self.summary_rate = summary_rate
         # The open tick's bound on the changes it takes, those it took, and the marker that
@@ -639,6 +641,8 @@ class EventHub:
         """The processor's listener: take ``(name, job)`` as a :class:`Change` for the readers
         of every job, as a :class:`JobEvent` for those who need it whole (the job's readers,
         readers of full records, the relay), and hand it on. Only what someone takes is made."""
+        if self._followed_only and job.id not in self._by_job:
+            return  # only readers of single jobs, and none of this one
         if self._plain and name in STATE_EVENTS and job.id not in self._by_job:
             # The common case, kept short (it runs for every change of every job): readers
             # of every job's summaries, unfiltered, and no relay; the log takes the change.
@@ -802,9 +806,9 @@ class EventHub:
         self._check_at = len(events) + max(1, min(_CHECK_EVERY, self.max_events // 4))
 
     def _plain_or_not(self) -> None:
-        self._plain = (
-            self._unfiltered > 0 and self._full == 0 and not self._filtered and self._relay is None
-        )
+        alone = self._relay is None  # no other node's events to take or to send
+        self._plain = self._unfiltered > 0 and self._full == 0 and not self._filtered and alone
+        self._followed_only = not self._all and alone
 
     def _changed(self) -> None:
         # In the processor's listener list only while someone listens: the workers' hot path
