@@ -750,3 +750,51 @@ async def test_a_node_refuses_to_start_beside_live_nodes_of_an_older_version(
                 assert entry is not None
                 assert '"library":8' in entry
         assert runs == [job.id]
+
+
+class _Lines:
+    """A logger that keeps its lines: ``(level, message, fields)``."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        return lambda message, **fields: self.lines.append((level, message, fields))
+
+    def lost(self) -> list[str]:
+        return [f["job_id"] for _, m, f in self.lines if m.startswith("lease lost")]
+
+
+def test_a_heartbeat_that_meets_the_jobs_own_outcome_does_not_warn(redis_url: str) -> None:
+    # The heartbeat's snapshot holds a lease whose outcome Redis records first; its answer
+    # ("not running") comes back while the outcome's write is still under way. Nothing is lost:
+    # no warning. A lease that another node took (its token changed) is still reported.
+    log = _Lines()
+
+    async def main() -> tuple[Any, list[str], list[str], str]:
+        broker = RedisBroker(redis_url, lease=2.0, logger=log)
+        async with running(broker):
+            job, other = new_job(), new_job()
+            await broker.enqueue([job, other])
+            delivery = await broker.fetch("w1")
+            taken = await broker.fetch("w2")
+            scripts = broker._node.scripts
+            finish = scripts.finish
+
+            async def finish_then_beat(*args: Any, **kwargs: Any) -> Any:
+                answer = await finish(*args, **kwargs)  # recorded by Redis
+                await broker._background.beat()  # answered before the write returns
+                return answer
+
+            scripts.finish = finish_then_beat  # type: ignore[method-assign]
+            recording = await broker.complete(delivery, 1)
+            before = log.lost()
+            async with raw_client(redis_url) as client:
+                await client.hset(broker.keys.job(taken.job.id), {"tok": "999999"})
+            await broker._background.beat()
+            return recording, before, log.lost(), taken.job.id
+
+    recording, before, after, taken_id = trio.run(main)
+    assert recording.status is RecordStatus.RECORDED
+    assert before == []
+    assert after == [taken_id]

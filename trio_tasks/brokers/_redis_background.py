@@ -82,7 +82,7 @@ class Background:
                 continue
             if code == 2:
                 node.on_cancel(job_id)
-            elif code == 0 and job_id not in node.lost:
+            elif code == 0 and job_id not in node.lost and job_id not in node.settling:
                 node.lost.add(job_id)
                 node.log.warning("lease lost: the job may run again elsewhere", job_id=job_id)
 

@@ -305,11 +305,16 @@ class Deliveries:
         job_id = job.id
         token = delivery.token or ""
         worker = (job.worker_id or "") if kind.frees_worker else ""
-        item = await self.outcomes.submit(Outcome(job_id, token, kind, value, at, worker))
-        active = self.node.active
+        node = self.node
+        node.settling.add(job_id)
+        try:
+            item = await self.outcomes.submit(Outcome(job_id, token, kind, value, at, worker))
+        finally:
+            node.settling.discard(job_id)
+        active = node.active
         if active.get(job_id) == token:
             del active[job_id]
-        self.node.lost.discard(job_id)
+        node.lost.discard(job_id)
         return item
 
     async def record(

@@ -71,6 +71,9 @@ class RedisNode:
         self.active: dict[str, str] = {}
         #: Leases the heartbeat found lost (warned about once).
         self.lost: set[str] = set()
+        #: Jobs whose outcome is being written: a heartbeat that finds their lease ended may
+        #: have met the outcome itself (it ends the lease; a real loss is reported by the write).
+        self.settling: set[str] = set()
         self.cancels: OrderedDict[str, None] = OrderedDict()
         #: Jobs someone on this node waits for: id -> [event set at its end, waiters].
         self.done: dict[str, list[Any]] = {}
