@@ -184,22 +184,18 @@ def summary_bytes(
     :func:`progress_fragment`; ``None`` for a number), ``created_at``, ``completed_at`` (POSIX
     seconds) and ``error`` (a ``JobError`` or ``None``) when the summary was taken."""
     attempts, max_attempts, progress, created, completed, error, encoded = values
+    head = (job_id, job_type, priority, status, attempts, max_attempts)
     # Timestamps as datetimes that orjson formats: the text of format_time (the job's JSON),
     # several times faster than formatting them here (a summary's are rarely seen twice).
     try:
         return orjson.dumps(
-            {
-                "id": job_id,
-                "type": job_type,
-                "priority": priority,
-                "status": status,
-                "attempts": attempts,
-                "max_attempts": max_attempts,
-                "progress": progress,
-                "created_at": _from_timestamp(created, UTC),
-                "completed_at": None if completed is None else _from_timestamp(completed, UTC),
-                "error": None if error is None else {"message": error.message, "type": error.type},
-            },
+            _summary(
+                *head,
+                progress,
+                _from_timestamp(created, UTC),
+                None if completed is None else _from_timestamp(completed, UTC),
+                error,
+            ),
             option=orjson.OPT_UTC_Z,
         )
     except (orjson.JSONEncodeError, TypeError, ValueError, OverflowError, OSError):
@@ -211,20 +207,34 @@ def summary_bytes(
         progress = json.loads(encoded)
     elif type(progress) is float and not math.isfinite(progress):
         progress = None
-    return dumps(
-        {
-            "id": job_id,
-            "type": job_type,
-            "priority": priority,
-            "status": status,
-            "attempts": attempts,
-            "max_attempts": max_attempts,
-            "progress": progress,
-            "created_at": fast_time(created),
-            "completed_at": fast_time(completed),
-            "error": None if error is None else {"message": error.message, "type": error.type},
-        }
-    )
+    return dumps(_summary(*head, progress, fast_time(created), fast_time(completed), error))
+
+
+def _summary(
+    job_id: str,
+    job_type: str,
+    priority: str,
+    status: str,
+    attempts: int,
+    max_attempts: int,
+    progress: Any,
+    created_at: Any,
+    completed_at: Any,
+    error: Any,
+) -> dict[str, Any]:
+    # The summary's fields, in the order of SUMMARY_FIELDS; times as given (text or datetime).
+    return {
+        "id": job_id,
+        "type": job_type,
+        "priority": priority,
+        "status": status,
+        "attempts": attempts,
+        "max_attempts": max_attempts,
+        "progress": progress,
+        "created_at": created_at,
+        "completed_at": completed_at,
+        "error": None if error is None else {"message": error.message, "type": error.type},
+    }
 
 
 def summary_of_json(data: bytes) -> bytes:

@@ -129,7 +129,7 @@ class JobEvent(NamedTuple):
         a state older than one seen already (events of several nodes, or a lookup racing an
         event, may arrive late).
         """
-        return (*self.run, _RANK.get(self.status, 0))
+        return _order(self.run, self.status)
 
 
 class Change(NamedTuple):
@@ -160,7 +160,7 @@ class Change(NamedTuple):
     @property
     def order(self) -> tuple[int, int, int]:
         """As :attr:`JobEvent.order`."""
-        return (*self.run, _RANK.get(self.status, 0))
+        return _order(self.run, self.status)
 
     def summary_frame(self) -> bytes:
         """The frame of this event on a summary stream: a ``state`` event with the job's
@@ -174,6 +174,10 @@ class Change(NamedTuple):
         if self.kind != STATE:
             return event.text
         return b"event: state\ndata: %b\n\n" % summary_of_json(event.data)
+
+
+def _order(run: tuple[int, int], status: str) -> tuple[int, int, int]:
+    return (*run, _RANK.get(status, 0))
 
 
 def _change_of(event: JobEvent) -> Change:
