@@ -22,6 +22,7 @@ import trio.testing
 
 from trio_tasks import (
     Config,
+    InvalidValue,
     Job,
     JobContext,
     JobError,
@@ -39,6 +40,7 @@ from trio_tasks import (
 )
 from trio_tasks._backoff import backoff_cap, backoff_delay
 from trio_tasks._job import format_time
+from trio_tasks.http import create_app
 
 EXACT = 1e-6  # wall timestamps are POSIX seconds near 1.7e9: compare to a microsecond
 
@@ -627,8 +629,8 @@ async def test_cancelling_a_running_sync_handler_frees_its_worker_at_once(
 
 @pytest.mark.parametrize(
     "result",
-    [object(), {"when": {1, 2}}, [b"bytes"], float("nan"), {"x": float("inf")}],
-    ids=["object", "set-in-dict", "bytes-in-list", "nan", "inf-in-dict"],
+    [object(), {"when": {1, 2}}, [b"bytes"], float("nan"), {"x": float("inf")}, 10**5000],
+    ids=["object", "set-in-dict", "bytes-in-list", "nan", "inf-in-dict", "int-5000-digits"],
 )
 async def test_a_result_that_is_not_json_fails_the_job_clearly(
     result: Any, autojump_clock: trio.testing.MockClock
@@ -652,6 +654,49 @@ async def test_a_result_that_is_not_json_fails_the_job_clearly(
     assert done.error is not None
     assert done.error.message.startswith("result is not JSON-serialisable: ")
     assert good.result == {"ok": [1, 2.5, None, "x"]}
+
+
+def _cycle() -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    value["self"] = value
+    return value
+
+
+@pytest.mark.parametrize(
+    "progress",
+    [10**5000, float("nan"), _cycle(), {"at": object()}],
+    ids=["int-5000-digits", "nan", "cycle", "object"],
+)
+async def test_a_progress_that_is_not_json_is_refused_and_the_api_still_answers(
+    progress: Any, autojump_clock: trio.testing.MockClock
+) -> None:
+    tasks = TaskRegistry()
+    refused: list[str] = []
+
+    @tasks.task("odd", retries=0)
+    async def odd(ctx: JobContext) -> str:
+        await ctx.set_progress(0.5)
+        try:
+            await ctx.set_progress(progress)
+        except InvalidValue as exc:
+            refused.append(str(exc))
+        await ctx.set_progress(progress)  # not caught: the job fails, clearly
+
+    async with open_processor(tasks, workers=1) as processor:
+        job = await processor.wait((await processor.submit("odd")).id)
+        client = create_app(processor).test_client()
+        answer = await client.get(f"/jobs/{job.id}")
+        listed = await client.get("/jobs")
+        processor.shutdown(grace=0)
+    assert refused
+    assert refused[0].startswith("progress is not JSON-serialisable: ")
+    assert job.status is JobStatus.FAILED
+    assert job.error is not None
+    assert job.error.type == "InvalidValue"
+    assert job.progress == 0.5  # nothing recorded of the refused value
+    assert answer.status_code == 200
+    assert (await answer.get_json())["progress"] == 0.5
+    assert listed.status_code == 200
 
 
 # -- retention -------------------------------------------------------------------------------

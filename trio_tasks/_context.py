@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ._job import Job
+from ._errors import InvalidValue
+from ._job import Job, json_problem
 
 if TYPE_CHECKING:
     import structlog
@@ -58,5 +59,12 @@ class JobContext:
 
         ``GET /jobs/{id}`` shows the latest value; the event streams (``GET /jobs/{id}/events``,
         ``GET /events``) send each one as it is reported.
+
+        Raises:
+            InvalidValue: ``value`` is not a JSON value the API can send (NaN, a cycle, an
+                integer of more than 4,300 digits): nothing is recorded.
         """
+        problem = json_problem(value)
+        if problem is not None:
+            raise InvalidValue(f"progress is not JSON-serialisable: {problem}")
         await self._report_progress(self.job, value)

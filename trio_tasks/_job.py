@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -168,6 +169,21 @@ def queue_wait(job: Job) -> float | None:
 #: submissions are held to it so that a job's record can always be answered.
 EARLIEST_TIME = datetime(1, 1, 1, tzinfo=UTC).timestamp()
 LATEST_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a job's result or progress (``None`` when it can): it must be a
+    JSON value the API can send (no NaN or infinity, no cycle, no integer of more than 4,300
+    digits, which Python refuses to write). Strings, booleans, ``None`` and 64-bit integers,
+    the common cases, are not encoded to tell."""
+    kind = type(value)
+    if value is None or kind is str or kind is bool or (kind is int and value.bit_length() <= 64):
+        return None
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return str(exc)
+    return None
 
 
 def format_time(timestamp: float | None) -> str | None:

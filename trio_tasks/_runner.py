@@ -9,7 +9,6 @@ the job's own scope (the node is stopping) and a real Ctrl-C delivered by Trio p
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -19,11 +18,8 @@ from ._calling import HandlerCaller
 from ._context import JobContext
 from ._durations import format_duration
 from ._errors import PermanentError, UnknownJobType
-from ._job import JobError
+from ._job import JobError, json_problem
 from ._registry import TaskRegistry, TaskSpec
-
-# Results of these types need no check; floats do (NaN and infinities are not JSON).
-_SIMPLE_RESULTS = (type(None), str, int, bool)
 
 
 class AttemptEnd(enum.Enum):
@@ -83,8 +79,9 @@ async def run_attempt(
                 result = await spec.handler(ctx)
             else:
                 result = await caller.call(spec, ctx)
-            if type(result) not in _SIMPLE_RESULTS:
-                _check_json(result)
+            problem = json_problem(result)
+            if problem is not None:
+                raise PermanentError(f"result is not JSON-serialisable: {problem}")
     except BaseException as exc:
         interruption = _interruption(exc)
         if interruption is exc:
@@ -117,13 +114,6 @@ async def run_attempt(
 def cancelled(elapsed: float) -> Attempt:
     """The attempt of a job cancelled on request while it ran."""
     return Attempt(AttemptEnd.CANCELLED, elapsed, error=JobError("cancelled", "Cancelled"))
-
-
-def _check_json(result: Any) -> None:
-    try:
-        json.dumps(result, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise PermanentError(f"result is not JSON-serialisable: {exc}") from None
 
 
 def _single_leaf(exc: BaseException) -> BaseException:
